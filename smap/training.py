@@ -1,0 +1,264 @@
+"""The training loop shared by Stage 1 (`pretrain`) and Stage 2 (`attach`).
+
+A stage supplies a model, a batch sampler, a `loss_fn(model, batch) -> (loss, logs)` and an
+`evaluate(model) -> metrics`; `fit` does the rest, the same way for both: Accelerate (devices,
+mixed precision, accumulation, several processes), AdamW with a cosine schedule after a linear
+warm-up, gradient clipping, a NaN/inf guard, rich progress, TensorBoard plus a JSONL log, a
+time budget, and checkpoints that `--resume` continues from exactly.
+
+Run folder:
+    checkpoints/step-000500/   accelerator.save_state + trainer_state.json (renamed into place whole)
+    log.jsonl                  one line per logged step or evaluation, with wall-clock seconds
+    tb/                        TensorBoard
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+STATE_FILE = "trainer_state.json"
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (e.g. repeated non-finite losses); the message says why."""
+
+
+@dataclass
+class LoopConfig:
+    out: str
+    steps: int = 1000
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_accum: int = 1
+    clip: float = 1.0
+    mixed_precision: str = "no"
+    seed: int = 0
+    save_every: int = 500
+    eval_every: int = 500
+    log_every: int = 10
+    keep: int = 2
+    resume: bool = False
+    time_budget: float | None = None  # minutes
+    max_bad_steps: int = 5  # consecutive non-finite losses before giving up
+
+
+def make_accelerator(cfg: LoopConfig) -> Accelerator:
+    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ValueError(f"--mixed-precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
+    acc = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=cfg.out, logging_dir=str(Path(cfg.out) / "tb")),
+    )
+    set_seed(cfg.seed)
+    return acc
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the peak rate over `warmup` steps, then cosine decay to zero at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def checkpoints(out: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(out) / "checkpoints"
+    return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
+
+
+class Checkpointer:
+    """Saves to a temporary folder and renames it into place, so a kill or a full disk never
+    leaves a half-written checkpoint where `--resume` would find it."""
+
+    def __init__(self, acc: Accelerator, out: str | Path, keep: int):
+        self.acc, self.root, self.keep = acc, Path(out) / "checkpoints", keep
+
+    def save(self, step: int, state: dict) -> Path | None:
+        final = self.root / f"step-{step:06d}"
+        tmp = self.root / f".tmp-step-{step:06d}"
+        try:
+            if self.acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            self.acc.wait_for_everyone()
+            self.acc.save_state(str(tmp))
+            if self.acc.is_main_process:
+                (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}))
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
+                for old in checkpoints(self.root.parent)[: -self.keep]:
+                    shutil.rmtree(old, ignore_errors=True)
+            self.acc.wait_for_everyone()
+            return final
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            last = checkpoints(self.root.parent)
+            console.print(
+                f"[bold yellow]warning:[/] checkpoint at step {step} failed ({e.strerror or e}); "
+                f"the last good one is {last[-1] if last else 'none'} and is intact"
+            )
+            return None
+
+    def restore(self) -> dict:
+        """Load the newest checkpoint into the accelerator; return its trainer state."""
+        found = checkpoints(self.root.parent)
+        if not found:
+            raise FileNotFoundError(f"{self.root}: no checkpoint to resume from")
+        self.acc.load_state(str(found[-1]))
+        return json.loads((found[-1] / STATE_FILE).read_text())
+
+
+class JsonlLog:
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, row: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def fit(
+    acc: Accelerator,
+    cfg: LoopConfig,
+    model: torch.nn.Module,
+    sampler,
+    loader: torch.utils.data.DataLoader,
+    loss_fn: Callable[[torch.nn.Module, object], tuple[torch.Tensor, dict]],
+    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+    run_name: str = "train",
+    hparams: dict | None = None,
+) -> dict:
+    """Train `model` for `cfg.steps` optimiser steps; returns the last evaluation's metrics.
+
+    `loader` iterates `sampler` (a batch sampler with `start_epoch` and `batches(epoch)`); both are unprepared: the
+    model, optimiser, scheduler and loader are prepared here.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = cosine_with_warmup(optimizer, cfg.warmup, cfg.steps)
+    model, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
+    ckpt = Checkpointer(acc, cfg.out, cfg.keep)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    log = JsonlLog(Path(cfg.out) / "log.jsonl", acc.is_main_process)
+
+    # (epoch, pos): where the data stands; batches per epoch vary with the packing, so both are kept.
+    step, epoch, pos, bad_total, elapsed_before = 0, 0, 0, 0, 0.0
+    if cfg.resume and checkpoints(cfg.out):
+        state = ckpt.restore()
+        step, epoch, pos = state["step"], state["epoch"], state["pos"]
+        bad_total, elapsed_before = state["bad_steps"], state["elapsed"]
+        console.print(f"resuming from step {step}")
+    elif cfg.resume:
+        console.print(f"[yellow]no checkpoint in {cfg.out}; starting from scratch[/]")
+    acc.init_trackers(run_name, config={k: v for k, v in {**asdict(cfg), **(hparams or {})}.items()
+                                        if isinstance(v, (int, float, str, bool))})
+
+    if not sampler.batches(0):
+        raise TrainingError("the training data holds no batch")
+    t0 = time.monotonic() - elapsed_before
+    metrics: dict = {}
+    bad_run = 0
+    running, n_running = 0.0, 0
+
+    def state() -> dict:
+        return {"epoch": epoch, "pos": pos, "bad_steps": bad_total, "elapsed": time.monotonic() - t0}
+
+    def run_eval() -> dict:
+        if evaluate is None:
+            return {}
+        model.eval()
+        with torch.no_grad():
+            m = evaluate(acc.unwrap_model(model))
+        model.train()
+        acc.log({f"valid/{k}": v for k, v in m.items()}, step=step)
+        log.write({"step": step, "seconds": round(time.monotonic() - t0, 1), **{f"valid_{k}": v for k, v in m.items()}})
+        console.print(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in m.items()))
+        return m
+
+    progress = Progress(
+        TextColumn(f"[bold]{run_name}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+        disable=not acc.is_local_main_process,
+    )
+    model.train()
+    with progress:
+        task = progress.add_task(run_name, total=cfg.steps, completed=step, info="")
+        while step < cfg.steps:
+            sampler.start_epoch(epoch)
+            epoch_loader = acc.skip_first_batches(loader, pos) if pos else loader
+            for batch in epoch_loader:
+                with acc.accumulate(model):
+                    loss, logs = loss_fn(model, batch)
+                    finite = bool(torch.isfinite(loss.detach()).all())
+                    if finite:
+                        acc.backward(loss)
+                        if acc.sync_gradients and cfg.clip > 0:
+                            acc.clip_grad_norm_(params, cfg.clip)
+                        optimizer.step()
+                        scheduler.step()
+                    optimizer.zero_grad()
+                pos += 1
+                if not finite:
+                    bad_total += 1
+                    bad_run += 1
+                    console.print(f"[yellow]warning:[/] non-finite loss at step {step}; batch skipped ({bad_total} so far)")
+                    if bad_run >= cfg.max_bad_steps:
+                        ckpt_list = checkpoints(cfg.out)
+                        raise TrainingError(
+                            f"{bad_run} non-finite losses in a row at step {step}: lower --lr or check the data; "
+                            f"last good checkpoint: {ckpt_list[-1] if ckpt_list else 'none'}"
+                        )
+                    continue
+                bad_run = 0
+                running += loss.item()
+                n_running += 1
+                if not acc.sync_gradients:
+                    continue
+                step += 1
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    avg = running / max(n_running, 1)
+                    lr = scheduler.get_last_lr()[0]
+                    acc.log({"train/loss": avg, "train/lr": lr, **{f"train/{k}": v for k, v in logs.items()}}, step=step)
+                    log.write({"step": step, "seconds": round(time.monotonic() - t0, 1), "loss": avg, "lr": lr, **logs})
+                    running, n_running = 0.0, 0
+                    progress.update(task, info=f"loss {avg:.4f} lr {lr:.2e}")
+                progress.update(task, completed=step)
+                over_budget = cfg.time_budget is not None and (time.monotonic() - t0) / 60 >= cfg.time_budget
+                if step % cfg.eval_every == 0 and step < cfg.steps:
+                    metrics = run_eval()
+                if step % cfg.save_every == 0 or step == cfg.steps or over_budget:
+                    ckpt.save(step, state())
+                if over_budget:
+                    console.print(f"time budget of {cfg.time_budget} min reached at step {step}")
+                    break
+                if step >= cfg.steps:
+                    break
+            else:
+                epoch, pos = epoch + 1, 0
+                continue
+            break
+    metrics = run_eval() or metrics
+    acc.end_training()
+    return {**metrics, "steps": step, "bad_steps": bad_total, "seconds": round(time.monotonic() - t0, 1)}

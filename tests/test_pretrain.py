@@ -1,0 +1,110 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import write_store
+from smap.cli import app
+from smap.mapper import SpeechMapper
+from smap.pretrain import PretrainConfig, pretrain
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def stores(tmp_path, sentences):
+    return write_store(tmp_path / "train", sentences[:32]), write_store(tmp_path / "valid", sentences[32:], seed=1)
+
+
+def _args(train, valid, llm, out, steps=30, extra=()):
+    return ["pretrain", "--train", str(train), "--valid", str(valid), "--llm", str(llm), "--out", str(out),
+            "--preset", "tiny", "--steps", str(steps), "--warmup", "3", "--max-frames", "400",
+            "--save-every", "10", "--eval-every", "1000", *extra]
+
+
+def test_pretrain_writes_mapper_logs_and_report(tmp_path, stores, tiny_llama):
+    result = runner.invoke(app, _args(*stores, tiny_llama, tmp_path / "run", steps=12))
+    assert result.exit_code == 0, result.output
+    mapper = SpeechMapper.from_pretrained(tmp_path / "run" / "mapper")
+    assert mapper.config.input_dim == 16 and mapper.config.output_dim == 32
+    assert mapper.config.extra["llm"] == str(tiny_llama) and mapper.config.extra["tokenizer"]
+    report = json.loads((tmp_path / "run" / "pretrain_report.json").read_text())
+    assert report["steps"] == 12 and report["utterances"] == 32 and "wer" in report
+    log = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [10, 12]
+    assert list((tmp_path / "run" / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_training_lowers_the_loss(tmp_path, stores, tiny_llama):
+    train, valid = stores
+    # Same data for validation, so the check is about optimisation, not generalisation.
+    cfg = PretrainConfig(out=str(tmp_path / "run"), train=[str(train)], valid=[str(train)], llm=str(tiny_llama),
+                         preset="tiny", steps=60, lr=3e-3, warmup=5, max_frames=600, eval_every=1000, save_every=1000)
+    pretrain(cfg)
+    log = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_cut_targets_are_counted(tmp_path, tiny_llama):
+    train = write_store(tmp_path / "short", ["the a of to and in is it that was he for on are"] * 4, frames_per_word=2)
+    result = runner.invoke(app, _args(train, train, tiny_llama, tmp_path / "run", steps=2))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "pretrain_report.json").read_text())["cut_utterances"] == 4
+    assert "targets cut for 4 utterances" in result.output
+
+
+def test_help_explains_every_option():
+    result = runner.invoke(app, ["pretrain", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for opt in ("--train", "--llm", "--preset", "--max-frames", "--alpha", "--resume", "--mixed-precision", "--grad-accum"):
+        assert opt in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--train", "nowhere"], "nowhere: not a feature store"),
+    (["--llm", "missing.gguf"], "missing.gguf: no such GGUF file"),
+    (["--preset", "huge"], "unknown mapper preset 'huge'"),
+    (["--mixed-precision", "fp8"], "--mixed-precision must be no, fp16 or bf16"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, stores, tiny_llama, args, message):
+    base = {"--train": str(stores[0]), "--llm": str(tiny_llama), "--preset": "tiny", "--mixed-precision": "no"}
+    base.update(dict(zip(args[::2], args[1::2])))
+    cli = ["pretrain", "--out", str(tmp_path / "o"), "--steps", "1"] + [x for kv in base.items() for x in kv]
+    result = runner.invoke(app, cli)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def _run_cli(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "smap.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kw)
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, stores, tiny_llama):
+    steps = 40
+    full = _run_cli(_args(*stores, tiny_llama, tmp_path / "full", steps=steps))
+    assert full.wait(timeout=300) == 0, full.stdout.read().decode()
+
+    killed = _run_cli(_args(*stores, tiny_llama, tmp_path / "killed", steps=steps))
+    ckpt = tmp_path / "killed" / "checkpoints" / "step-000010"
+    deadline = time.time() + 300
+    while not ckpt.is_dir() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert ckpt.is_dir() and not (tmp_path / "killed" / "mapper").exists()
+
+    resumed = _run_cli(_args(*stores, tiny_llama, tmp_path / "killed", steps=steps, extra=["--resume"]))
+    out = resumed.stdout.read().decode()
+    assert resumed.wait(timeout=300) == 0, out
+    assert "resuming from step" in out
+    a = SpeechMapper.from_pretrained(tmp_path / "full" / "mapper").state_dict()
+    b = SpeechMapper.from_pretrained(tmp_path / "killed" / "mapper").state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
