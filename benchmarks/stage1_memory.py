@@ -97,7 +97,10 @@ def main() -> None:
                       f"'--out','{run}','--preset','tiny','--steps','20','--max-frames','1600'], standalone_mode=False)")
             row = {"layers": layers, "layer_weights_gb": round(layer_gb, 2), "stage1_peak_rss_mb": round(measure(stage1))}
             if not args.skip_full:
-                full = (f"from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('{ckpt}')")
+                # Reading every weight once, as any forward pass does: transformers maps the files
+                # lazily, so loading alone would not show the cost.
+                full = (f"from transformers import AutoModelForCausalLM; m = AutoModelForCausalLM.from_pretrained('{ckpt}'); "
+                        f"print(sum(float(p.sum()) for p in m.parameters()))")
                 row["full_model_peak_rss_mb"] = round(measure(full))
             rows.append(row)
             print(json.dumps(row), flush=True)

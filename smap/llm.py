@@ -74,7 +74,10 @@ def resolve(spec: str) -> LLMSource:
     """Which kind of LLM a spec names; raises LLMSpecError naming the spec if none."""
     if spec.lower() in _ALIASES:
         return LLMSource(spec, "gguf", str(embedded_gguf()))
-    p = Path(spec).expanduser()
+    try:
+        p = Path(spec).expanduser()
+    except RuntimeError:  # '~user' naming no user: not a path
+        p = Path(spec)
     if p.suffix == ".gguf":
         if not p.is_file():
             raise LLMSpecError(f"{spec}: no such GGUF file")
@@ -146,6 +149,12 @@ def pad_id_of(tokenizer) -> int:
         if tid is not None:
             return int(tid)
     raise LLMSpecError("the tokenizer has neither a pad nor an EOS token; cannot pad Stage-1 targets")
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Identifies a vocabulary: Stage 2 refuses an LLM whose tokenizer differs from Stage 1's."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
 
 
 def _embedding_key(config_dir: Path, keys: list[str]) -> str:
@@ -222,7 +231,9 @@ def load_causal_lm(spec: str, dtype: torch.dtype = torch.float32):
     so the first load saves a safetensors copy under the smap cache and later loads read that.
     """
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # per-tensor bars would drown the command's own output
     source = resolve(spec)
     tokenizer = load_tokenizer(source)
     if source.kind == "gguf":

@@ -45,6 +45,19 @@ class MapperConfig:
     extra: dict = field(default_factory=dict)  # free-form provenance (encoder, LLM, presets)
 
     def __post_init__(self):
+        sizes = {"input_dim": self.input_dim, "output_dim": self.output_dim, "n_layers": self.n_layers,
+                 "n_heads": self.n_heads, "ffn_dim": self.ffn_dim, "kernel_size": self.kernel_size,
+                 "stride": self.stride}
+        if not isinstance(self.dims, (list, tuple)):
+            raise ValueError(f"dims must be a list of sizes, not {self.dims!r}")
+        sizes.update({f"dims[{i}]": d for i, d in enumerate(self.dims)})
+        for name, value in sizes.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout!r}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"extra must be a JSON object, not {self.extra!r}")
         self.dims = tuple(self.dims)
         if len(self.dims) != 3:
             raise ValueError(f"dims must give two block widths and the up-projection size, got {self.dims}")
@@ -167,6 +180,11 @@ class SpeechMapper(nn.Module):
             config = MapperConfig(**json.loads(cfg_path.read_text(encoding="utf-8")))
         except (ValueError, TypeError) as e:
             raise ValueError(f"{cfg_path}: not a valid mapper config ({e})") from None
-        model = cls(config)
-        model.load_state_dict(load_file(str(w_path), device=str(map_location)))
+        try:
+            with torch.device("meta"):  # no memory until the weights are in: a config's sizes cost nothing
+                model = cls(config)
+            model.load_state_dict(load_file(str(w_path), device=str(map_location)), assign=True)
+        except Exception as e:  # safetensors' own error type for a damaged file; RuntimeError for shapes
+            raise ValueError(f"{directory}: {WEIGHTS_FILE} does not hold the mapper {CONFIG_FILE} describes "
+                             f"({(str(e).strip().splitlines() or [type(e).__name__])[0]})") from None
         return model

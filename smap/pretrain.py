@@ -14,7 +14,6 @@ scored by WER against the normalised transcript.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader
 from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, collate
 from smap.data.store import atomic_write_text, open_stores
 from smap.evaluate.metrics import wer
-from smap.llm import LLMEmbeddings, load_embeddings
+from smap.llm import LLMEmbeddings, load_embeddings, tokenizer_fingerprint
 from smap.losses import pad_targets, weighted_mse
 from smap.mapper import MapperConfig, SpeechMapper, preset
 from smap.text import normalize
@@ -45,12 +44,6 @@ class PretrainConfig(LoopConfig):
     max_frames: int = 12000
     alpha: float = 5.0
     max_valid: int = 200  # validation utterances decoded for the intrinsic WER
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """Identifies a vocabulary: Stage 2 refuses an LLM whose tokenizer differs from Stage 1's."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
 
 
 def nearest_tokens(pred: torch.Tensor, length: int, embedding: torch.Tensor, pad_id: int) -> list[int]:
@@ -120,6 +113,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     if len(train) == 0:
         raise ValueError(f"--train {' '.join(cfg.train)}: the stores hold no utterance")
     valid = UtteranceDataset(open_stores(cfg.valid), emb.tokenizer) if cfg.valid else None
+    for store in stores + (valid.stores if valid is not None else []):
+        store.verify()  # a corrupt shard is refused by name before training, never trained on
     if valid is not None and valid.stores[0].dim != stores[0].dim:
         raise ValueError(f"--valid features have dim {valid.stores[0].dim}, --train features {stores[0].dim}")
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, set_seed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -55,11 +56,15 @@ class LoopConfig:
     resume: bool = False
     time_budget: float | None = None  # minutes
     max_bad_steps: int = 5  # consecutive non-finite losses before giving up
+    eval_at_start: bool = False  # validate before the first step too (the starting point of the curve)
 
 
 def make_accelerator(cfg: LoopConfig) -> Accelerator:
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         raise ValueError(f"--mixed-precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
+    # Accelerate keeps one state per process; a second run in the same process (tests, notebooks)
+    # with another precision would be refused.
+    AcceleratorState._reset_state(True)
     acc = Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -70,13 +75,20 @@ def make_accelerator(cfg: LoopConfig) -> Accelerator:
     return acc
 
 
-def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up to the peak rate over `warmup` steps, then cosine decay to zero at `total`."""
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int,
+                       time_progress: Callable[[], float] | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the peak rate over `warmup` steps, then cosine decay to zero at `total`.
+
+    With `time_progress` (the share of a time budget spent, 0..1), the decay follows whichever of
+    steps and time is further along, so a run stopped by its budget still ends at a low rate.
+    """
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
         progress = (step - warmup) / max(1, total - warmup)
+        if time_progress is not None:
+            progress = max(progress, time_progress())
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -138,6 +150,21 @@ class JsonlLog:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
 
+    def drop_after(self, step: int) -> None:
+        """On resume: rows past the checkpoint's step (and a line cut by a kill) go, as those steps are redone."""
+        if not (self.enabled and self.path.is_file()):
+            return
+        keep = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                pass
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        tmp.write_text("".join(keep), encoding="utf-8")
+        os.replace(tmp, self.path)
+
 
 def fit(
     acc: Accelerator,
@@ -152,12 +179,16 @@ def fit(
 ) -> dict:
     """Train `model` for `cfg.steps` optimiser steps; returns the last evaluation's metrics.
 
+    With `cfg.eval_at_start`, the result also holds the metrics before training as `initial_*`.
     `loader` iterates `sampler` (a batch sampler with `start_epoch` and `batches(epoch)`); both are unprepared: the
     model, optimiser, scheduler and loader are prepared here.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = cosine_with_warmup(optimizer, cfg.warmup, cfg.steps)
+    t0 = time.monotonic()  # moved back by the time already spent when resuming
+    budget_s = cfg.time_budget * 60 if cfg.time_budget else None
+    scheduler = cosine_with_warmup(optimizer, cfg.warmup, cfg.steps,
+                                   (lambda: (time.monotonic() - t0) / budget_s) if budget_s else None)
     model, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
     ckpt = Checkpointer(acc, cfg.out, cfg.keep)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
@@ -169,6 +200,7 @@ def fit(
         state = ckpt.restore()
         step, epoch, pos = state["step"], state["epoch"], state["pos"]
         bad_total, elapsed_before = state["bad_steps"], state["elapsed"]
+        log.drop_after(step)
         console.print(f"resuming from step {step}")
     elif cfg.resume:
         console.print(f"[yellow]no checkpoint in {cfg.out}; starting from scratch[/]")
@@ -177,7 +209,7 @@ def fit(
 
     if not sampler.batches(0):
         raise TrainingError("the training data holds no batch")
-    t0 = time.monotonic() - elapsed_before
+    t0 -= elapsed_before
     metrics: dict = {}
     bad_run = 0
     running, n_running = 0.0, 0
@@ -202,6 +234,7 @@ def fit(
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
         disable=not acc.is_local_main_process,
     )
+    initial = run_eval() if cfg.eval_at_start and step == 0 else {}
     model.train()
     with progress:
         task = progress.add_task(run_name, total=cfg.steps, completed=step, info="")
@@ -245,7 +278,7 @@ def fit(
                     running, n_running = 0.0, 0
                     progress.update(task, info=f"loss {avg:.4f} lr {lr:.2e}")
                 progress.update(task, completed=step)
-                over_budget = cfg.time_budget is not None and (time.monotonic() - t0) / 60 >= cfg.time_budget
+                over_budget = budget_s is not None and time.monotonic() - t0 >= budget_s
                 if step % cfg.eval_every == 0 and step < cfg.steps:
                     metrics = run_eval()
                 if step % cfg.save_every == 0 or step == cfg.steps or over_budget:
@@ -261,4 +294,5 @@ def fit(
             break
     metrics = run_eval() or metrics
     acc.end_training()
-    return {**metrics, "steps": step, "bad_steps": bad_total, "seconds": round(time.monotonic() - t0, 1)}
+    return {**metrics, **{f"initial_{k}": v for k, v in initial.items()},
+            "steps": step, "bad_steps": bad_total, "seconds": round(time.monotonic() - t0, 1)}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The embedded quickstart: the whole SpeechMapper pipeline, offline, on a CPU.
+#
+#   bash recipes/quickstart.sh              # ~45 min on 2 cores, set-up included
+#   bash recipes/quickstart.sh --fast       # a few minutes: every stage, tiny budgets (the tests run this)
+#   bash recipes/quickstart.sh --replicate  # ~2 h: the embedded replication, with learning curves
+#
+# SmolLM2-135M-Instruct (GGUF) is the frozen LLM, Whisper tiny.en (CTranslate2) the frozen speech
+# encoder, and eSpeak NG speaks a synthetic corpus (WordNet usage examples for training; held-out
+# sentences in held-out voices, everyday sentences and spoken questions for testing).
+# Stages: prepare -> pretrain (Stage 1, no LLM) -> attach asr CE, attach asr CE+MSE -> evaluate.
+# Re-running reuses what is built: stores resume, finished runs are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=${1:-default}
+# TRAIN: training sentences; EVAL: utterances per test split; minutes for Stage 1 and each attach run.
+case $MODE in
+  default)     TRAIN=3000; EVAL=100; S1_MIN=12; ATT_MIN=8;  WORK=${SMAP_WORK:-work/quickstart} ;;
+  --fast)      TRAIN=200;  EVAL=12;  S1_MIN=1;  ATT_MIN=1;  WORK=${SMAP_WORK:-work/quickstart-fast} ;;
+  --replicate) TRAIN=9000; EVAL=0;   S1_MIN=45; ATT_MIN=25; WORK=${SMAP_WORK:-work/replicate} ;;
+  *) echo "usage: bash recipes/quickstart.sh [--fast|--replicate]" >&2; exit 2 ;;
+esac
+# Stage-1 learning rate and the CE+MSE weight: see README, "The embedded replication".
+S1_LR=${S1_LR:-2e-3}
+MSE_WEIGHT=${MSE_WEIGHT:-0.5}
+
+bash recipes/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+DATA=$WORK/data
+limit=(); [[ $EVAL -gt 0 ]] && limit=(--limit "$EVAL")
+step() { echo; echo "== $1"; }
+
+step "1/4 prepare: eSpeak NG speech -> Whisper tiny.en features ($TRAIN training sentences)"
+prep() {  # prep SPLIT OUT [options]: the same corpus plan (seed, sizes) for every split
+  local split=$1 out=$2; shift 2
+  smap prepare --dataset tts --split "$split" --tts-train "$TRAIN" --out "$out" "$@"
+}
+prep train "$DATA/tts/train" --llm smollm2-135m
+prep dev "$DATA/tts/dev" "${limit[@]}"
+for split in test everyday test-qa; do
+  prep "$split" "$DATA/tts/$split" "${limit[@]}"
+  # The cascade's Whisper decodes features encoded in its 30 s window.
+  prep "$split" "$WORK/asr-data/tts/$split" --encoder whisper-tiny.en --window "${limit[@]}"
+done
+
+step "2/4 pretrain: Stage 1 on the LLM's input embeddings, no LLM loaded ($S1_MIN min)"
+if [[ ! -f $WORK/pretrain/mapper/model.safetensors ]]; then
+  smap pretrain --train "$DATA/tts/train" --valid "$DATA/tts/dev" --llm smollm2-135m --out "$WORK/pretrain" \
+    --preset small --steps 100000 --lr "$S1_LR" --warmup 200 --max-frames 4000 \
+    --eval-every 250 --save-every 250 --time-budget "$S1_MIN" --resume
+fi
+
+step "3/4 attach asr (CE), then attach asr (CE + $MSE_WEIGHT x MSE) ($ATT_MIN min each)"
+for run in ce:0 ce-mse:$MSE_WEIGHT; do
+  name=${run%%:*} sigma=${run#*:}
+  if [[ ! -f $WORK/attach-$name/smap_model.json ]]; then
+    # bf16 halves the frozen LLM's cost on a CPU; the short system message shortens every prompt.
+    smap attach --mode asr --mapper "$WORK/pretrain" --train "$DATA/tts/train" --valid "$DATA/tts/dev" \
+      --out "$WORK/attach-$name" --mse-weight "$sigma" --system short --mixed-precision bf16 \
+      --steps 1000 --lr 5e-4 --warmup 20 --max-frames 2000 --eval-every 100 --save-every 100 --max-valid 64 \
+      --eval-at-start --time-budget "$ATT_MIN" --resume
+  fi
+done
+
+step "4/4 evaluate: topline, cascade, Stage 1 only, attach CE, attach CE+MSE"
+smap evaluate --suite tts --data-root "$DATA" --out "$WORK/eval" --system transcript,cascade,smap \
+  --asr whisper-tiny.en --asr-data-root "$WORK/asr-data" --mapper "stage1=$WORK/pretrain" \
+  --model "attach-ce=$WORK/attach-ce" --model "attach-ce-mse=$WORK/attach-ce-mse" "${limit[@]}"
+echo "table: $WORK/eval/results.md"

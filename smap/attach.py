@@ -1,0 +1,257 @@
+"""Stage 2: attach a pretrained SpeechMapper to a frozen LLM (about 1K steps).
+
+Modes:
+  * ``asr`` (task-agnostic): ASR examples only; loss CE on the transcript, or CE + sigma x the
+    Stage-1 MSE (`mse_weight`), which keeps the mapper's output close to the transcript's token
+    embeddings (the paper: better target-language adherence in zero-shot ST).
+  * ``task``: the target task's examples (ST stores: records with ``translation`` and
+    ``tgt_lang``; SQA stores: records with ``question`` and ``answer``), with whole ASR batches
+    mixed in with probability `asr_mix` (the paper: 0.5 for SQA). The ASR batches come from
+    `asr_train` stores, by default the task stores' own transcripts.
+
+Only the mapper is trained: the LLM is held outside the module tree (see `smap.speech_llm`), so
+the optimiser, checkpoints and DDP see the mapper alone. The loop itself is `smap.training.fit`.
+
+Run folder: the training files of `smap.training` (checkpoints/, log.jsonl, tb/), plus
+``samples.jsonl`` (decoded validation examples), ``attach_report.json`` and the model itself
+(``smap_model.json`` + ``mapper/``), so that `smap infer --model OUT` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, collate
+from smap.data.store import atomic_write_text, open_stores
+from smap.generate import generate_features, request_for
+from smap.mapper import SpeechMapper
+from smap.speech_llm import ModelMismatchError, ModelSettings, SpeechLLM, stable_spec
+from smap.text import normalize
+from smap.training import LoopConfig, console, fit, make_accelerator
+
+MODES = ("asr", "task")
+DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class AttachConfig(LoopConfig):
+    mapper: str = ""  # a Stage-1 mapper folder, or a pretrain run folder holding mapper/
+    llm: str | None = None  # default: the LLM the mapper was pretrained for
+    mode: str = "asr"
+    train: list[str] = field(default_factory=list)
+    asr_train: list[str] = field(default_factory=list)  # task mode; default: `train`
+    valid: list[str] = field(default_factory=list)
+    asr_mix: float = 0.5
+    mse_weight: float = 0.0
+    alpha: float = 5.0
+    system: str = "default"
+    asr_target: str = "normalized"
+    max_frames: int = 4000
+    max_valid: int = 64  # validation utterances for the held-out CE
+    show: int = 3  # decoded validation examples printed and logged
+    lr: float = 1e-4
+    warmup: int = 50
+    save_every: int = 250
+    eval_every: int = 250
+
+
+def task_of(record: dict) -> str:
+    """The task a record trains: ST if it has a translation, SQA if a question and answer, else ASR."""
+    if record.get("translation"):
+        return "st"
+    if record.get("question") and record.get("answer"):
+        return "sqa"
+    return "asr"
+
+
+def example(record: dict, task: str, phrasing: int | random.Random, asr_target: str) -> tuple[str, str]:
+    """(instruction, response) of one record trained as `task`; prompts as `smap infer` builds them."""
+    instruction = request_for(record, task).instruction(phrasing)
+    if task == "asr":
+        text = record.get("text", "")
+        return instruction, normalize(text) if asr_target == "normalized" else text
+    return instruction, record["translation"] if task == "st" else str(record["answer"])
+
+
+class MixedBatchSampler:
+    """Task batches with ASR batches interleaved, so that a batch is ASR with probability `p`.
+
+    Indices of ASR batches are shifted by `offset` (where the ASR utterances start in the
+    dataset). Like `BucketBatchSampler`, the order depends only on (seed, epoch)."""
+
+    def __init__(self, task: BucketBatchSampler, asr: BucketBatchSampler, p: float, offset: int, seed: int = 0):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"--asr-mix must be in [0, 1), not {p}")
+        self.task, self.asr, self.p, self.offset, self.seed = task, asr, p, offset, seed
+        self.epoch = 0
+
+    def start_epoch(self, epoch: int) -> None:  # see BucketBatchSampler.start_epoch
+        self.epoch = epoch
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        task = self.task.batches(epoch)
+        pool = self.asr.batches(epoch)
+        n_asr = round(len(task) * self.p / (1 - self.p)) if pool else 0
+        asr = [[i + self.offset for i in pool[k % len(pool)]] for k in range(n_asr)]
+        out = task + asr
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(out)
+        return out
+
+    def __iter__(self):
+        return iter(self.batches(self.epoch))
+
+    def __len__(self) -> int:
+        return len(self.batches(self.epoch))
+
+
+class Stage2:
+    """Prompts and loss of the attach stage over one dataset."""
+
+    def __init__(self, model: SpeechLLM, cfg: AttachConfig, data: UtteranceDataset, n_task: int, sampler):
+        self.model, self.cfg, self.data, self.n_task, self.sampler = model, cfg, data, n_task, sampler
+
+    def task(self, index: int) -> str:
+        # In task mode, indices past the task stores are the ASR mix-in.
+        return task_of(self.data.records[index]) if self.cfg.mode == "task" and index < self.n_task else "asr"
+
+    def prompts(self, batch: Batch, phrasing: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
+        """Suffix and response ids per example; phrasing drawn per (seed, epoch, utterance) unless given."""
+        lm, suffixes, responses = self.model.lm, [], []
+        for index, record in zip(batch.indices, batch.records):
+            choice = phrasing if phrasing is not None else random.Random(
+                f"{self.cfg.seed}:{self.sampler.epoch}:{index}")
+            instruction, response = example(record, self.task(index), choice, self.cfg.asr_target)
+            suffixes.append(lm.suffix_ids(instruction))
+            responses.append(lm.format.response_ids(response))
+        return suffixes, responses
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
+        suffixes, responses = self.prompts(batch)
+        return model(batch.features, batch.lengths, suffixes, responses, batch.tokens, self.cfg.mse_weight,
+                     self.cfg.alpha)
+
+
+def heldout_ce(model: SpeechLLM, data: UtteranceDataset, max_frames: int, limit: int | None = None,
+               task_for=lambda index, record: task_of(record), asr_target: str = "normalized") -> float:
+    """Mean cross-entropy per response token over the first `limit` utterances of `data`, with the
+    first phrasing of each instruction: the number to compare between Stage 1 and Stage 2."""
+    device = model.lm.device
+    indices = list(range(min(limit or len(data), len(data))))
+    sampler = BucketBatchSampler([data.lengths[i] for i in indices], max_frames, shuffle=False)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for chunk in sampler:
+            batch = collate([data[indices[i]] for i in chunk]).to(device)
+            pairs = [example(r, task_for(i, r), 0, asr_target) for i, r in zip(batch.indices, batch.records)]
+            contents, _, _ = model.speech_contents(batch.features, batch.lengths)
+            ce, n = model.lm.response_loss(contents, [model.lm.suffix_ids(p[0]) for p in pairs],
+                                           [model.lm.format.response_ids(p[1]) for p in pairs])
+            total, count = total + float(ce) * n, count + n
+    return total / max(count, 1)
+
+
+def _mapper_dir(path: str) -> Path:
+    p = Path(path)
+    return p / "mapper" if (p / "mapper" / "config.json").is_file() else p
+
+
+def attach(cfg: AttachConfig) -> Path:
+    """Run Stage 2; returns the model folder (`cfg.out`)."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"--mode must be asr or task, not {cfg.mode!r}")
+    if cfg.asr_target not in ("normalized", "raw"):
+        raise ValueError(f"--asr-target must be normalized or raw, not {cfg.asr_target!r}")
+    acc = make_accelerator(cfg)
+    mapper_dir = _mapper_dir(cfg.mapper)
+    mapper = SpeechMapper.from_pretrained(mapper_dir)
+    stores = open_stores(cfg.train)
+    asr_stores = open_stores(cfg.asr_train or cfg.train) if cfg.mode == "task" else []
+    for s in stores + asr_stores:
+        if s.dim != mapper.config.input_dim:
+            raise ModelMismatchError(f"{s.root}: features of dim {s.dim}, the mapper takes {mapper.config.input_dim}")
+        trained_on = mapper.config.extra.get("encoder")
+        if trained_on and s.encoder != trained_on:
+            raise ModelMismatchError(f"{s.root}: {s.encoder} features, the mapper was pretrained on {trained_on}")
+        s.verify()  # a corrupt shard is refused by name before training, never trained on
+    if not (cfg.llm or mapper.config.extra.get("llm")):
+        raise ModelMismatchError(f"{mapper_dir}: the mapper does not record its LLM; give --llm")
+    llm = stable_spec(cfg.llm or mapper.config.extra["llm"])
+    settings = ModelSettings(llm=llm, encoder=stores[0].encoder, system=cfg.system, asr_target=cfg.asr_target,
+                             provenance={"stage": 2, "mode": cfg.mode, "mapper": str(mapper_dir.resolve()),
+                                         "mse_weight": cfg.mse_weight, "asr_mix": cfg.asr_mix if cfg.mode == "task" else 0.0})
+    model = SpeechLLM.build(mapper, settings, DTYPES[cfg.mixed_precision])
+    model.lm.to(acc.device)
+    tokenizer = model.lm.tokenizer
+
+    data = UtteranceDataset(stores + asr_stores, tokenizer)
+    n_task = sum(len(s) for s in stores)
+    task_sampler = BucketBatchSampler(data.lengths[:n_task], cfg.max_frames, seed=cfg.seed)
+    sampler = (MixedBatchSampler(task_sampler, BucketBatchSampler(data.lengths[n_task:], cfg.max_frames,
+                                                                   seed=cfg.seed + 1), cfg.asr_mix, n_task, cfg.seed)
+               if cfg.mode == "task" else task_sampler)
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator())
+    stage = Stage2(model, cfg, data, n_task, sampler)
+    tasks = [stage.task(i) for i in range(len(data))]
+    if cfg.mode == "task" and all(t == "asr" for t in tasks[:n_task]):
+        raise ValueError(f"--mode task: {', '.join(cfg.train)} hold no ST (translation) or SQA (question, answer) "
+                         "records; use --mode asr for transcripts")
+    untranscribed = sum(1 for t, r in zip(tasks, data.records) if t == "asr" and not normalize(r.get("text", "")))
+    if untranscribed:
+        raise ValueError(f"{untranscribed} utterances used for ASR have no transcript; give ASR stores with text")
+
+    out = Path(cfg.out)
+    identity = {"mapper": str(mapper_dir.resolve()), "llm": llm, "mode": cfg.mode, "system": cfg.system}
+    saved = out / "attach_config.json"
+    if cfg.resume and saved.is_file() and json.loads(saved.read_text())["identity"] != identity:
+        raise ValueError(f"{saved}: the run in --out was started with another mapper, LLM, mode or system "
+                         "message; use a new --out or the same options")
+    out.mkdir(parents=True, exist_ok=True)
+    if acc.is_main_process:
+        atomic_write_text(saved, json.dumps({"identity": identity, "config": asdict(cfg)}, indent=2))
+
+    valid = UtteranceDataset(open_stores(cfg.valid), tokenizer) if cfg.valid else None
+    for store in valid.stores if valid is not None else []:
+        store.verify()
+    samples = out / "samples.jsonl" if acc.is_main_process else None
+    evaluate = (lambda m: validate(m, valid, cfg, samples)) if valid else None
+    counts = {t: tasks.count(t) for t in sorted(set(tasks))}
+    console.print(
+        f"Stage 2 ({cfg.mode}): {len(data)} utterances {counts}, mapper {mapper.num_parameters() / 1e6:.1f}M "
+        f"parameters trained, LLM {llm} frozen ({sum(p.numel() for p in model.lm.llm.parameters()) / 1e6:.0f}M), "
+        f"loss CE" + (f" + {cfg.mse_weight} x MSE" if cfg.mse_weight else "")
+        + (f", ASR batches mixed in with p={cfg.asr_mix}" if cfg.mode == "task" else "")
+    )
+    result = fit(acc, cfg, model, sampler, loader, stage.loss, evaluate, run_name=f"attach-{cfg.mode}",
+                 hparams={"mode": cfg.mode, "mse_weight": cfg.mse_weight, "asr_mix": cfg.asr_mix, "llm": llm})
+    if acc.is_main_process:
+        model.settings.provenance["steps"] = result["steps"]
+        acc.unwrap_model(model).save_pretrained(out)
+        atomic_write_text(out / "attach_report.json", json.dumps({**result, "utterances": counts,
+                                                                  "config": asdict(cfg)}, indent=2))
+        console.print(f"model saved to {out} (use: smap infer --model {out} ...)")
+    return out
+
+
+def validate(model: SpeechLLM, data: UtteranceDataset, cfg: AttachConfig, samples: Path | None) -> dict:
+    """Held-out CE, and a few greedy decodings printed and appended to `samples` (main process)."""
+    task_for = (lambda i, r: task_of(r)) if cfg.mode == "task" else (lambda i, r: "asr")
+    ce = heldout_ce(model, data, cfg.max_frames, cfg.max_valid, task_for, cfg.asr_target)
+    if cfg.show and samples is not None:
+        n = min(cfg.show, len(data))
+        records = data.records[:n]
+        tasks = [task_for(i, r) for i, r in enumerate(records)]
+        rows = generate_features(model, [r["id"] for r in records], [data[i]["features"] for i in range(n)],
+                                 [request_for(r, t) for r, t in zip(records, tasks)], cfg.max_frames, max_new_tokens=64)
+        with open(samples, "a", encoding="utf-8") as f:
+            for row, r, t in zip(rows, records, tasks):
+                ref = example(r, t, 0, cfg.asr_target)[1]
+                console.print(f"  [dim]{row['id']}[/] ref: {ref}\n  {' ' * len(row['id'])} out: {row['output']}",
+                              highlight=False)
+                f.write(json.dumps({**row, "ce": ce, "reference": ref}) + "\n")
+    return {"ce": ce}

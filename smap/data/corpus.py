@@ -1,0 +1,212 @@
+"""The synthetic `tts` corpus: English sentences spoken by eSpeak NG, planned from a seed.
+
+Text (smap/resources/, provenance and licences in README.md there):
+  * wordnet_sentences.txt: 33k usage examples from WordNet 3.0, one or more for each sense of
+    nouns, verbs, adjectives and adverbs, written by lexicographers to show ordinary use. They
+    span the whole vocabulary, not one domain: the training text and the in-domain test.
+  * everyday_sentences.txt: 189 everyday sentences (requests, plans, small talk) written for
+    smap: a test of another register than the training text.
+  * qa.tsv: 236 short factual questions with one-word answers (capitals, opposites, sequences,
+    arithmetic, plurals, general facts) for a spoken-question task.
+
+Splits (`SPLITS`), all disjoint in their sentences (compared after `normalize`):
+  train          WordNet sentences, training voices
+  dev            held-out WordNet sentences, training voices (validation while training)
+  test           held-out WordNet sentences, held-out voices (in-domain test)
+  everyday       everyday sentences, held-out voices
+  train-qa       questions, training voices; records carry ``answer``
+  test-qa        held-out questions, held-out voices
+For the question splits the speech is the question itself: ``text`` is its transcript, ``answer``
+the expected reply, and there is no separate ``question`` field.
+
+A voice is an eSpeak accent and variant ('en-us+m3'); held-out voices use variants (speakers) never
+heard in training. Planning draws sentences, voices, rates and pitches from the seed and is cheap;
+synthesis is a pure function of (text, voice, rate, pitch) (see smap.audio), so the same seed and
+sizes give the same audio, whatever else is prepared, resumed or skipped.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import functools
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from smap.text import normalize
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+SPLITS = ("train", "dev", "test", "everyday", "train-qa", "test-qa")
+
+# Chosen by Whisper tiny.en's word error rate on eSpeak speech (greedy decoding, 30 s window), so
+# that the features carry the words. Variants, measured in en-us on ten sentences: those it
+# understands best, men's and women's (10-26%); left out are those it mostly fails on (whisper,
+# croak, the robot voices: 40-90%). Held-out variants come from families (iven, iven2, ...) absent
+# from training. Accents, over four variants: en-us 14%; en-us-nyc 33%, en (British) 31%,
+# en-gb-x-rp 35%, en-gb-x-gbclan 34%, en-029 43%, en-gb-scotland 43%: en-us by default, the others
+# on request (CorpusConfig.accents, `smap prepare --accents`).
+ACCENTS = ("en-us",)
+TRAIN_VARIANTS = ("m1", "m2", "m5", "m6", "m7", "Michael", "Mario", "Denis", "iven", "iven3", "Gene", "Nguyen",
+                  "robert", "f2", "f3", "anika")
+TEST_VARIANTS = ("Henrique", "Mike", "edward", "steph")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One planned utterance; `synthesize` makes its audio."""
+
+    id: str
+    text: str
+    voice: str
+    rate: int
+    pitch: int
+    split: str
+    answer: str | None = None
+
+    def record(self) -> dict:
+        """The store record without duration and frames, which prepare adds."""
+        rec = {"id": self.id, "text": self.text, "speaker": self.voice, "split": self.split, "src_lang": "en"}
+        if self.answer is not None:
+            rec["answer"] = self.answer
+        return rec
+
+    def synthesize(self, sr: int = 16000) -> torch.Tensor:
+        """(samples,) float32 at `sr`."""
+        from smap.audio import synthesize
+
+        return synthesize(self.text, self.voice, self.rate, self.pitch, sr)
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Sizes are numbers of sentences; a training sentence is spoken `voices_per_sentence` times.
+
+    vocab: keep only WordNet sentences whose words are all among the `vocab` most frequent words of
+    the WordNet text (None: no limit). A smaller vocabulary means fewer rare words to learn and
+    test sentences whose words the training text covers; 5000 keeps about 10k sentences.
+    """
+
+    seed: int = 0
+    train: int = 3000
+    dev: int = 200
+    test: int = 300
+    everyday: int = 189
+    qa_test_fraction: float = 0.25
+    voices_per_sentence: int = 1
+    vocab: int | None = 5000
+    rate: tuple[int, int] = (140, 200)  # words per minute, uniform
+    pitch: tuple[int, int] = (35, 65)  # eSpeak's 0-100 scale, uniform
+    accents: tuple[str, ...] = ACCENTS
+    train_variants: tuple[str, ...] = TRAIN_VARIANTS
+    test_variants: tuple[str, ...] = TEST_VARIANTS
+
+    def __post_init__(self):
+        for name in ("train", "dev", "test", "everyday", "voices_per_sentence"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"tts corpus: {name}={getattr(self, name)} must not be negative")
+        if not self.accents or not self.train_variants or not self.test_variants:
+            raise ValueError("tts corpus: needs at least one accent, one training and one held-out variant")
+        if self.voices_per_sentence > len(self.accents) * len(self.train_variants):
+            raise ValueError(f"tts corpus: voices_per_sentence={self.voices_per_sentence} exceeds the "
+                             f"{len(self.accents) * len(self.train_variants)} training voices")
+        if set(self.train_variants) & set(self.test_variants):
+            raise ValueError("tts corpus: a variant is both a training and a held-out test voice")
+
+
+def read_lines(name: str) -> list[str]:
+    """Non-empty lines of a text resource."""
+    with open(RESOURCES / name, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def read_qa() -> list[dict]:
+    """Rows of qa.tsv: question, answer, category."""
+    with open(RESOURCES / "qa.tsv", encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+@functools.lru_cache(maxsize=1)
+def _wordnet() -> tuple[tuple[str, str], ...]:
+    """(sentence, normalised sentence) pairs, normalised once per process (about a second)."""
+    return tuple((s, normalize(s)) for s in read_lines("wordnet_sentences.txt"))
+
+
+def _common_words(vocab: int | None) -> list[tuple[str, str]]:
+    pairs = _wordnet()
+    if vocab is None:
+        return list(pairs)
+    counts = collections.Counter(w for _, n in pairs for w in n.split())
+    keep = {w for w, _ in counts.most_common(vocab)}
+    return [(s, n) for s, n in pairs if all(w in keep for w in n.split())]
+
+
+def plan(config: CorpusConfig = CorpusConfig()) -> dict[str, list[Utterance]]:
+    """Every split's utterances, in a fixed order; raises ValueError if the text runs out."""
+    rng = random.Random(f"smap-tts-{config.seed}")
+    everyday = read_lines("everyday_sentences.txt")
+    qa = read_qa()
+    reserved = {normalize(s) for s in everyday} | {normalize(r["question"]) for r in qa}
+    pool = [s for s, n in _common_words(config.vocab) if n not in reserved]
+    rng.shuffle(pool)
+    need = config.test + config.dev + config.train
+    if need > len(pool):
+        raise ValueError(f"tts corpus: {need} WordNet sentences asked (train {config.train}, dev {config.dev}, "
+                         f"test {config.test}) but only {len(pool)} have all their words in the top "
+                         f"{config.vocab} (vocab); ask for fewer or raise vocab")
+    # Test first, so that the test sentences stay the same when the training size changes.
+    test, dev, train = pool[: config.test], pool[config.test: config.test + config.dev], pool[config.test + config.dev: need]
+    rng.shuffle(everyday)
+    everyday = everyday[: config.everyday]
+    by_category: dict[str, list[dict]] = collections.defaultdict(list)
+    for row in qa:
+        by_category[row["category"]].append(row)
+    qa_train, qa_test = [], []
+    for category in sorted(by_category):
+        rows = by_category[category]
+        rng.shuffle(rows)
+        cut = round(len(rows) * config.qa_test_fraction)
+        qa_test += rows[:cut]
+        qa_train += rows[cut:]
+
+    train_voices = [f"{a}+{v}" for a in config.accents for v in config.train_variants]
+    test_voices = [f"{a}+{v}" for a in config.accents for v in config.test_variants]
+
+    def speak(split: str, texts: list[str], voices: list[str], per_text: int = 1,
+              answers: list[str] | None = None) -> list[Utterance]:
+        r = random.Random(f"smap-tts-{config.seed}-{split}")  # one stream per split: sizes elsewhere don't matter
+        out = []
+        for j, text in enumerate(texts):
+            for voice in r.sample(voices, per_text):
+                out.append(Utterance(f"tts-{split}-{len(out):05d}", text, voice, r.randint(*config.rate),
+                                     r.randint(*config.pitch), split, answers[j] if answers else None))
+        return out
+
+    return {
+        "train": speak("train", train, train_voices, config.voices_per_sentence),
+        "dev": speak("dev", dev, train_voices),
+        "test": speak("test", test, test_voices),
+        "everyday": speak("everyday", everyday, test_voices),
+        "train-qa": speak("train-qa", [r["question"] for r in qa_train], train_voices,
+                          answers=[r["answer"] for r in qa_train]),
+        "test-qa": speak("test-qa", [r["question"] for r in qa_test], test_voices,
+                         answers=[r["answer"] for r in qa_test]),
+    }
+
+
+def describe(utterances: dict[str, list[Utterance]]) -> dict:
+    """Per split: utterances, distinct sentences and voices, and the share of its running words
+    that occur in the training text (how much of a test the training vocabulary covers)."""
+    train_words = {w for u in utterances.get("train", []) for w in normalize(u.text).split()}
+    out = {}
+    for split, utts in utterances.items():
+        words = [w for u in utts for w in normalize(u.text).split()]
+        out[split] = {
+            "utterances": len(utts),
+            "sentences": len({u.text for u in utts}),
+            "voices": len({u.voice for u in utts}),
+            "train_word_coverage": round(sum(w in train_words for w in words) / max(1, len(words)), 4),
+        }
+    return out

@@ -1,0 +1,467 @@
+"""Speech data sources, each mapped to the store's record schema (see smap.data.store).
+
+`open_source(name, split, ...)` lists a source's utterances without reading any audio: each
+`Item` has its record (id, text and the optional fields) and a `load(sample_rate)` that decodes
+or synthesises the waveform, (samples,) float32, raising `AudioError` when it cannot.
+
+Names:
+  tts                          the synthetic eSpeak corpus (smap.data.corpus); splits train, dev,
+                               test, everyday, train-qa, test-qa
+  FILE.jsonl / .json / .tsv / .csv
+                               a manifest: one utterance per row with an audio path (relative to
+                               the manifest, or to --audio-dir) and a transcript, optionally id,
+                               start/end seconds, split and the schema's optional fields
+  DIR                          a folder in the LibriSpeech layout (*.trans.txt beside the audio)
+  librispeech, fleurs          Hugging Face datasets, from the hub cache or a local copy
+  librisqa                     LibriSQA questions over the user's LibriSpeech audio
+  covost2                      CoVoST 2 translations of the user's Common Voice English clips
+  europarl-st                  the user's copy of the EuroParl-ST release
+  spoken-squad                 the user's copy of Spoken-SQuAD
+Where data must be fetched by hand, `SourceError` says what to fetch and which option to point at it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from smap.audio import load_audio
+
+OPTIONAL_FIELDS = ("src_lang", "tgt_lang", "translation", "question", "answer", "choices", "speaker", "split")
+AUDIO_FIELDS = ("audio", "audio_path", "audio_filepath", "path", "file", "wav", "filename")
+TEXT_FIELDS = ("text", "transcript", "sentence", "transcription", "normalized_text")
+ID_FIELDS = ("id", "utt_id", "key")
+HUB_NAMES = ("librispeech", "fleurs", "librisqa", "covost2", "europarl-st", "spoken-squad")
+
+
+class SourceError(ValueError):
+    """A source that cannot be opened; the message says what is missing and how to provide it."""
+
+
+@dataclass
+class Item:
+    """One utterance of a source, its audio not yet read."""
+
+    id: str
+    record: dict  # schema fields known before decoding: id, text, optional ones
+    load: Callable[[int], torch.Tensor] | None  # sample rate -> (samples,) float32
+    error: str | None = None  # a problem found while listing (a malformed manifest row): skip it
+
+
+@dataclass
+class Source:
+    name: str
+    split: str
+    items: list[Item]
+    info: dict = field(default_factory=dict)  # what the report should say about the source
+
+
+def open_source(name: str, split: str | None = None, *, data_dir: str | Path | None = None,
+                audio_dir: str | Path | None = None, audio_field: str | None = None,
+                text_field: str | None = None, pair: str | None = None, lang: str | None = None,
+                part: int = 1, tts=None) -> Source:
+    """List the utterances of a source (see the module docstring for names).
+
+    data_dir: the user's local copy (a release folder, or a `save_to_disk` copy of a hub dataset);
+    audio_dir, audio_field, text_field: for manifests; pair: 'en-XX' for speech translation
+    (covost2, europarl-st); lang: the FLEURS language ('en_us'); part: LibriSQA part 1 or 2;
+    tts: a `smap.data.corpus.CorpusConfig` for the synthetic corpus (default sizes if None).
+    """
+    if name == "tts":
+        return _tts(split, tts)
+    if name in HUB_NAMES:
+        tgt_lang = None
+        if pair:
+            src, _, tgt_lang = pair.partition("-")
+            if src != "en" or not tgt_lang:
+                raise SourceError(f"--pair {pair}: expected en-XX (English speech into language XX)")
+        opener = {"librispeech": _hub, "fleurs": _hub, "librisqa": _librisqa, "covost2": _covost2,
+                  "europarl-st": _europarl_st, "spoken-squad": _spoken_squad}[name]
+        return opener(name=name, split=split, data_dir=data_dir, tgt_lang=tgt_lang, lang=lang, part=part)
+    path = _expand(name)
+    if path.is_file():
+        return _manifest(path, split, audio_dir, audio_field, text_field)
+    if path.is_dir():
+        return _librispeech_dir(path, split)
+    raise SourceError(f"{name}: no such file or folder, and not a known source "
+                      f"(tts, {', '.join(HUB_NAMES)}, a manifest file or a LibriSpeech-style folder)")
+
+
+def _file_loader(path: Path, start: float = 0.0, end: float | None = None) -> Callable[[int], torch.Tensor]:
+    return lambda sr: load_audio(path, sr, start, end)
+
+
+# --- synthetic -------------------------------------------------------------------------------
+
+def _tts(split: str | None, config) -> Source:
+    from smap.data.corpus import SPLITS, CorpusConfig, describe, plan
+
+    config = config or CorpusConfig()
+    split = split or "train"
+    if split not in SPLITS:
+        raise SourceError(f"tts: no split {split!r}; choose one of {', '.join(SPLITS)}")
+    utterances = plan(config)
+    items = [Item(u.id, u.record(), u.synthesize) for u in utterances[split]]
+    return Source("tts", split, items, {"corpus": asdict(config), "splits": describe(utterances)})
+
+
+# --- manifests and folders -------------------------------------------------------------------
+
+def _manifest_rows(path: Path) -> list[tuple[int, dict | str]]:
+    """(line or entry number, row or the reason it is unusable)."""
+    suffix = path.suffix.lower()
+    if suffix in (".tsv", ".csv"):
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise SourceError(f"{path}: line {line} is not UTF-8 text "
+                              f"(byte {raw[e.start]:#04x}); convert the file to UTF-8") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        try:
+            return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
+        except csv.Error as e:
+            raise SourceError(f"{path}: line {reader.line_num}: {e}") from None
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise SourceError(f"{path}: not valid JSON ({e}); one object per line needs the .jsonl suffix") from None
+        if not isinstance(data, list):
+            raise SourceError(f"{path}: expected a JSON list of utterances")
+        return [(i, row if isinstance(row, dict) else "not a JSON object") for i, row in enumerate(data, 1)]
+    if suffix == ".jsonl":
+        rows: list[tuple[int, dict | str]] = []
+        with open(path, "rb") as f:  # decoded line by line: one bad line is skipped, not the file
+            for lineno, raw_line in enumerate(f, 1):
+                try:
+                    line = raw_line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    rows.append((lineno, f"not UTF-8 text (byte {raw_line[e.start]:#04x})"))
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    rows.append((lineno, row if isinstance(row, dict) else "not a JSON object"))
+                except ValueError as e:
+                    rows.append((lineno, f"malformed JSON ({e})"))
+        return rows
+    raise SourceError(f"{path}: unknown manifest type {suffix!r} (expected .jsonl, .json, .tsv or .csv)")
+
+
+def _expand(path: str | Path) -> Path:
+    """`~` expanded; a '~user' that names no user stays as written (and is then not found)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
+def _pick(columns: set[str], given: str | None, candidates: tuple[str, ...], path: Path, option: str) -> str | None:
+    if given:
+        if given not in columns:
+            raise SourceError(f"{path}: no column {given!r} ({option}); columns: {', '.join(sorted(columns))}")
+        return given
+    return next((c for c in candidates if c in columns), None)
+
+
+def _manifest(path: Path, split: str | None, audio_dir, audio_field: str | None, text_field: str | None) -> Source:
+    rows = _manifest_rows(path)
+    columns = set().union(*(r.keys() for _, r in rows if isinstance(r, dict)))
+    audio_key = _pick(columns, audio_field, AUDIO_FIELDS, path, "--audio-field")
+    if audio_key is None:
+        raise SourceError(f"{path}: no audio path column (looked for {', '.join(AUDIO_FIELDS)}); "
+                          f"name it with --audio-field")
+    text_key = _pick(columns, text_field, TEXT_FIELDS, path, "--text-field")
+    if text_key is None and not columns & {"translation", "answer"}:
+        raise SourceError(f"{path}: no transcript column (looked for {', '.join(TEXT_FIELDS)}); "
+                          f"name it with --text-field")
+    if split and "split" not in columns:
+        raise SourceError(f"{path}: --split {split} given but the manifest has no 'split' column")
+    id_key = next((c for c in ID_FIELDS if c in columns), None)
+    base = _expand(audio_dir) if audio_dir else path.parent
+    items, seen = [], set()
+    for lineno, row in rows:
+        where = f"{path.name}:{lineno}"
+        if isinstance(row, str):
+            items.append(Item(where, {"id": where}, None, f"line {lineno}: {row}"))
+            continue
+        if split and row.get("split") != split:
+            continue
+        audio = str(row.get(audio_key) or "").strip()
+        error = None if audio else f"line {lineno}: empty {audio_key!r}"
+        try:
+            start = float(row.get("start") or 0.0)
+            end = float(row["end"]) if row.get("end") not in (None, "") else None
+            if not (math.isfinite(start) and start >= 0 and (end is None or (math.isfinite(end) and end > start))):
+                error, start, end = f"line {lineno}: start/end are not a span of seconds", 0.0, None
+        except (TypeError, ValueError):
+            error, start, end = f"line {lineno}: start/end are not numbers", 0.0, None
+        uid = str(row.get(id_key) or "").strip() if id_key else ""
+        # Without an id: the file's name, and the span when the row is a segment of a longer file.
+        uid = uid or (Path(audio).stem + (f"_{start:g}_{end:g}" if end is not None else "") if audio else where)
+        if error is None and uid in seen:
+            error = f"line {lineno}: duplicate id {uid!r}"
+        record = {"id": uid, "text": str(row.get(text_key) or "") if text_key else ""}
+        record.update({k: row[k] for k in OPTIONAL_FIELDS if row.get(k) not in (None, "")})
+        if error:
+            items.append(Item(uid, record, None, error))
+            continue
+        seen.add(uid)
+        audio_path = _expand(audio)
+        items.append(Item(uid, record, _file_loader(audio_path if audio_path.is_absolute() else base / audio_path, start, end)))
+    return Source(str(path), split or "all", items, {"manifest": str(path)})
+
+
+def _librispeech_dir(root: Path, split: str | None) -> Source:
+    transcripts = sorted(root.rglob("*.trans.txt"))
+    if not transcripts:
+        raise SourceError(f"{root}: no *.trans.txt files, so not a LibriSpeech-style folder "
+                          "(a manifest must end in .jsonl, .json, .tsv or .csv)")
+    items = []
+    for trans in transcripts:
+        with open(trans, encoding="utf-8") as f:
+            for line in f:
+                uid, _, text = line.strip().partition(" ")
+                if not uid:
+                    continue
+                audio = next((trans.parent / f"{uid}{ext}" for ext in (".flac", ".wav")
+                              if (trans.parent / f"{uid}{ext}").is_file()), trans.parent / f"{uid}.flac")
+                record = {"id": uid, "text": text, "speaker": uid.split("-")[0], "src_lang": "en", "split": split or root.name}
+                items.append(Item(uid, record, _file_loader(audio)))
+    return Source(str(root), split or root.name, items, {"folder": str(root)})
+
+
+# --- Hugging Face datasets and official releases -----------------------------------------------
+
+@dataclass(frozen=True)
+class _Hub:
+    repo: str
+    config: str
+    split: str
+    text: str
+    id: str
+    speaker: str | None
+
+
+_HUB = {
+    "librispeech": _Hub("openslr/librispeech_asr", "clean", "test", "text", "id", "speaker_id"),
+    "fleurs": _Hub("google/fleurs", "en_us", "test", "raw_transcription", "id", None),
+}
+# LibriSpeech's own split names -> the hub dataset's (config, split).
+LIBRISPEECH_SPLITS = {
+    "test-clean": ("clean", "test"), "test-other": ("other", "test"),
+    "dev-clean": ("clean", "validation"), "dev-other": ("other", "validation"),
+    "train-clean-100": ("clean", "train.100"), "train-clean-360": ("clean", "train.360"),
+    "train-other-500": ("other", "train.500"),
+}
+
+
+def _load_hf(name: str, repo: str, config: str | None, split: str, data_dir):
+    """A datasets.Dataset: a local copy (save_to_disk folder, or data files) if given, else the hub (or its cache)."""
+    import datasets
+
+    try:
+        if data_dir:
+            folder = _expand(data_dir)
+            if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+                ds = datasets.load_from_disk(str(folder))
+                return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+            return datasets.load_dataset(str(folder), split=split)
+        return datasets.load_dataset(repo, config, split=split)
+    except Exception as e:  # offline, unknown split, gated: the remedy is the same
+        where = f"{data_dir}" if data_dir else f"{repo} ({config})"
+        raise SourceError(
+            f"{name}: could not load split {split!r} from {where} ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+            f"where the hub is reachable run: python -c \"import datasets; datasets.load_dataset('{repo}', '{config}', "
+            f"split='{split}').save_to_disk('DIR')\" and pass --data-dir DIR") from None
+
+
+def _hf_loader(ds, i: int, column: str = "audio") -> Callable[[int], torch.Tensor]:
+    def load(sr: int) -> torch.Tensor:
+        # decode=False: datasets 5 would decode with torchcodec, which needs FFmpeg; soundfile does not.
+        audio = ds[i][column]
+        return load_audio(audio.get("bytes") or audio["path"], sr)
+
+    return load
+
+
+def _hub(name: str, split: str | None, data_dir, lang: str | None, **_) -> Source:
+    import datasets
+
+    spec = _HUB[name]
+    if name == "librispeech":
+        split = split or "test-clean"
+        if split not in LIBRISPEECH_SPLITS:
+            raise SourceError(f"librispeech: no split {split!r}; choose one of {', '.join(LIBRISPEECH_SPLITS)}")
+        config, hub_split = LIBRISPEECH_SPLITS[split]
+    else:
+        config, split = lang or spec.config, split or spec.split
+        hub_split = split
+    ds = _load_hf(name, spec.repo, config, hub_split, data_dir)
+    if "audio" not in ds.column_names or spec.text not in ds.column_names:
+        raise SourceError(f"{name}: the dataset lacks the columns 'audio' and {spec.text!r} (has {', '.join(ds.column_names)})")
+    ds = ds.cast_column("audio", datasets.Audio(decode=False))
+    meta = ds.remove_columns("audio").to_dict()
+    lang = config.split("_")[0] if name == "fleurs" else "en"
+    items = []
+    for i in range(len(ds)):
+        # FLEURS repeats a sentence id for each of its speakers: the row number keeps ids unique.
+        uid = str(meta[spec.id][i]) if name == "librispeech" else f"{meta[spec.id][i]}-{i}"
+        record = {"id": uid, "text": str(meta[spec.text][i] or ""), "src_lang": lang, "split": split}
+        if spec.speaker:
+            record["speaker"] = str(meta[spec.speaker][i])
+        items.append(Item(uid, record, _hf_loader(ds, i)))
+    return Source(name, split, items, {"dataset": spec.repo, "config": config})
+
+
+def _need_dir(name: str, data_dir, what: str) -> Path:
+    folder = _expand(data_dir) if data_dir else None
+    if folder is None or not folder.is_dir():
+        raise SourceError(f"{name}: {what}" + (f" ({folder} is not a folder)" if folder else ""))
+    return folder
+
+
+def _audio_index(root: Path, pattern: str) -> dict[str, Path]:
+    return {p.stem: p for p in root.rglob(pattern)}
+
+
+def _librisqa(name: str, split: str | None, data_dir, part: int, **_) -> Source:
+    split = split or "test"
+    if split not in ("train", "test") or part not in (1, 2):
+        raise SourceError(f"librisqa: no split {split!r} of part {part}; choose split train or test, part 1 or 2")
+    need = ("LibriSpeech audio: download test-clean (for the test split) or train-clean-360 (for train) from "
+            "https://www.openslr.org/12, unpack, and pass --data-dir to the folder that holds it")
+    root = _need_dir(name, data_dir, f"needs {need}")
+    folder = f"LibriSQA-Part{'I' * part}"
+    meta_name = f"{folder}-{split}.json"
+    local = next(iter(root.rglob(meta_name)), None)
+    if local is None:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            local = Path(hf_hub_download("ZihanZhao/LibriSQA", f"{folder}/{meta_name}", repo_type="dataset"))
+        except Exception as e:
+            raise SourceError(f"librisqa: {meta_name} is neither under {root} nor fetchable from the hub "
+                              f"({type(e).__name__}); download it from the dataset ZihanZhao/LibriSQA "
+                              f"and put it under {root}") from None
+    text = local.read_text(encoding="utf-8")
+    try:
+        rows = json.loads(text)
+    except ValueError:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    audio = _audio_index(root, "*.flac")
+    if not audio:
+        raise SourceError(f"librisqa: no .flac files under {root}; it needs {need}")
+    items, counts = [], {}
+    for row in rows:
+        stem = Path(str(row.get("speech_path", ""))).stem
+        counts[stem] = counts.get(stem, 0) + 1
+        uid = f"{stem}-q{counts[stem]}"  # several questions may share one utterance
+        # Part II: the question with its four options, and the letter of the right one.
+        record = {"id": uid, "text": str(row.get("text") or ""), "src_lang": "en", "split": split,
+                  "question": str(row.get("question") or row.get("question_and_option") or ""),
+                  "answer": str(row.get("answer") or "")}
+        if part == 2:
+            record["choices"] = ["A", "B", "C", "D"]
+        path = audio.get(stem)
+        items.append(Item(uid, record, _file_loader(path) if path else None,
+                          None if path else f"audio {stem}.flac not found under {root}"))
+    return Source(name, split, items, {"metadata": str(local), "audio": str(root), "part": part})
+
+
+def _covost2(name: str, split: str | None, data_dir, tgt_lang: str | None, **_) -> Source:
+    tgt, split = tgt_lang or "de", split or "test"
+    tgt = {"zh": "zh-CN"}.get(tgt, tgt)  # CoVoST's own code for Chinese
+    tsv_name = f"covost_v2.en_{tgt}.tsv"
+    need = (f"needs, under --data-dir: the clips/ folder of Common Voice English version 4 "
+            f"(cv-corpus-4-2019-12-10, from https://commonvoice.mozilla.org/datasets) and {tsv_name} "
+            f"(unpacked from https://dl.fbaipublicfiles.com/covost/{tsv_name}.tar.gz)")
+    root = _need_dir(name, data_dir, need)
+    tsv = next(iter(root.rglob(tsv_name)), None)
+    clips = next((p for p in root.rglob("clips") if p.is_dir()), None)
+    if tsv is None or clips is None:
+        raise SourceError(f"covost2: {'no ' + tsv_name if tsv is None else 'no clips/ folder'} under {root}; it {need}")
+    items = []
+    with open(tsv, encoding="utf-8", newline="") as f:
+        # Common Voice sentences hold quotes of their own: no quoting.
+        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if row.get("split") != split:
+                continue
+            uid = Path(row["path"]).stem
+            record = {"id": uid, "text": row.get("sentence") or "", "translation": row.get("translation") or "",
+                      "src_lang": "en", "tgt_lang": tgt, "speaker": row.get("client_id") or "", "split": split}
+            items.append(Item(uid, record, _file_loader(clips / row["path"])))
+    if not items:
+        raise SourceError(f"covost2: {tsv} has no rows of split {split!r} (splits: train, dev, test)")
+    return Source(name, split, items, {"tsv": str(tsv), "clips": str(clips)})
+
+
+def _europarl_st(name: str, split: str | None, data_dir, tgt_lang: str | None, **_) -> Source:
+    tgt, split, src = tgt_lang or "es", split or "test", "en"
+    need = ("needs the EuroParl-ST release (v1.1, from https://www.mllp.upv.es/europarl-st/) unpacked; pass "
+            "--data-dir to the folder that holds en/")
+    root = _need_dir(name, data_dir, need)
+    folder = root / src / tgt / split
+    if not (folder / "segments.lst").is_file():
+        raise SourceError(f"europarl-st: {folder}/segments.lst not found; it {need} (with --tgt-lang es, fr, de, it, ...)")
+    segments = (folder / "segments.lst").read_text(encoding="utf-8").splitlines()
+    sources = (folder / f"segments.{src}").read_text(encoding="utf-8").splitlines()
+    targets = (folder / f"segments.{tgt}").read_text(encoding="utf-8").splitlines()
+    audios = root / src / "audios"
+    items, m4a_only = [], []
+    for seg, text, translation in zip(segments, sources, targets):
+        talk, start, end = seg.split()
+        audio = next((audios / f"{talk}{ext}" for ext in (".flac", ".wav") if (audios / f"{talk}{ext}").is_file()), None)
+        if audio is None and (audios / f"{talk}.m4a").is_file():
+            m4a_only.append(talk)
+        uid = f"{talk}_{start}_{end}"
+        record = {"id": uid, "text": text, "translation": translation, "src_lang": src, "tgt_lang": tgt, "split": split}
+        items.append(Item(uid, record, _file_loader(audio or audios / f"{talk}.flac", float(start), float(end))))
+    if m4a_only:
+        raise SourceError(
+            f"europarl-st: {len(m4a_only)} talks in {audios} are m4a only, which soundfile cannot decode; convert them "
+            f"once: cd {audios} && for f in *.m4a; do ffmpeg -loglevel error -i \"$f\" -ac 1 \"${{f%.m4a}}.flac\"; done")
+    return Source(name, split, items, {"release": str(root)})
+
+
+def _spoken_squad(name: str, split: str | None, data_dir, **_) -> Source:
+    split = split or "test"
+    if split not in ("train", "test"):
+        raise SourceError(f"spoken-squad: no split {split!r}; choose train or test")
+    need = ("needs Spoken-SQuAD (https://github.com/chiahsuan156/Spoken-SQuAD): spoken_train-v1.1.json or "
+            "spoken_test-v1.1.json and the train_wav/ or dev_wav/ folder, under --data-dir")
+    root = _need_dir(name, data_dir, need)
+    meta = next(iter(root.rglob(f"spoken_{split}-v1.1.json")), None)
+    wavs = next((p for p in root.rglob("train_wav" if split == "train" else "dev_wav") if p.is_dir()), None)
+    if meta is None or wavs is None:
+        raise SourceError(f"spoken-squad: {'no spoken_' + split + '-v1.1.json' if meta is None else 'no wav folder'} under {root}; it {need}")
+    items = []
+    for a, article in enumerate(json.loads(meta.read_text(encoding="utf-8"))["data"]):
+        for p, paragraph in enumerate(article["paragraphs"]):
+            # A passage is recorded sentence by sentence: {article}_{paragraph}_{sentence}.wav
+            parts, s = [], 0
+            while (wavs / f"{a}_{p}_{s}.wav").is_file():
+                parts.append(wavs / f"{a}_{p}_{s}.wav")
+                s += 1
+            for qa in paragraph["qas"]:
+                answers = qa.get("answers") or [{}]
+                record = {"id": str(qa["id"]), "text": paragraph.get("context", ""), "question": qa["question"],
+                          "answer": answers[0].get("text", ""), "src_lang": "en", "split": split}
+                items.append(Item(record["id"], record, _concat_loader(parts) if parts else None,
+                                  None if parts else f"no audio {a}_{p}_0.wav in {wavs}"))
+    return Source(name, split, items, {"metadata": str(meta), "audio": str(wavs)})
+
+
+def _concat_loader(paths: list[Path]) -> Callable[[int], torch.Tensor]:
+    return lambda sr: torch.cat([load_audio(p, sr) for p in paths])
+

@@ -1,0 +1,137 @@
+"""Whisper encoders: CTranslate2 (the embedded default, faster-whisper models) and transformers.
+
+Both read Whisper's log-mel spectrogram (computed here in torch, equal to openai/whisper's) and
+return one 50 Hz frame per 20 ms, cut to the real length of each clip.
+
+Whisper was trained on clips padded to a 30 s window. CTranslate2 also accepts shorter inputs;
+without the window a 3 s clip costs about a thirtieth of the compute, and the features still carry
+the words (greedy decoding from them finds the same content words). ``window=1`` restores the
+30 s padding; the transformers encoder always uses it, since it refuses other lengths.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torchaudio
+
+from smap.encoders import Encoder, EncoderError, cpu_threads, resolve_device, spec_name
+
+SAMPLE_RATE, N_FFT, HOP = 16000, 400, 160
+WINDOW_SECONDS = 30
+WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
+FRAME_RATE = SAMPLE_RATE / HOP / 2  # the encoder's stride-2 convolution halves the 100 Hz mel rate
+
+
+@functools.lru_cache(maxsize=2)
+def _mel_filters(n_mels: int) -> torch.Tensor:
+    """(n_mels, 201) Slaney-style filters, as librosa builds them for openai/whisper."""
+    return torchaudio.functional.melscale_fbanks(N_FFT // 2 + 1, 0.0, SAMPLE_RATE / 2, n_mels, SAMPLE_RATE,
+                                                 norm="slaney", mel_scale="slaney").T.contiguous()
+
+
+def log_mel(audio: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
+    """(batch, samples) -> (batch, n_mels, samples // 160): Whisper's normalised log-mel spectrogram."""
+    stft = torch.stft(audio, N_FFT, HOP, window=torch.hann_window(N_FFT, device=audio.device), return_complex=True)
+    power = stft[..., :-1].abs() ** 2
+    mel = _mel_filters(n_mels).to(audio.device) @ power
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    # Per clip, as Whisper: a dynamic range of 8 (80 dB) below the loudest bin.
+    log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+def encoder_frames(n_samples: int) -> int:
+    """Output frames of a clip: one per two mel frames, rounded up (the stride-2 convolution)."""
+    return (n_samples // HOP + 1) // 2
+
+
+def _batch(waves: list[torch.Tensor], window: bool) -> torch.Tensor:
+    """(batch, samples) zero-padded to the longest clip, or to the 30 s window."""
+    longest = max(w.numel() for w in waves)
+    if longest > WINDOW_SAMPLES:
+        raise EncoderError(f"Whisper takes at most {WINDOW_SECONDS} s of audio, got {longest / SAMPLE_RATE:.1f} s")
+    size = WINDOW_SAMPLES if window else longest
+    out = torch.zeros(len(waves), size)
+    for i, w in enumerate(waves):
+        out[i, : w.numel()] = w
+    return out
+
+
+def _flag(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise EncoderError(f"window={value!r}: expected true or false")
+
+
+class CT2WhisperEncoder(Encoder):
+    """The encoder half of a CTranslate2 Whisper model (`ctranslate2.models.Whisper.encode`)."""
+
+    max_seconds = WINDOW_SECONDS
+    frame_rate = FRAME_RATE
+
+    def __init__(self, path, name: str, window=False, compute_type: str | None = None,
+                 device: str | None = None, threads=None):
+        import ctranslate2
+
+        device = resolve_device(device)
+        self.window = _flag(window)
+        self.name = spec_name(name, window=1 if self.window else None)
+        # One pool of intra-op threads over the cores we have: CTranslate2's default of 4 threads
+        # plus torch's own pool would oversubscribe a 2-core machine.
+        try:
+            self.model = ctranslate2.models.Whisper(
+                str(path), device=device, compute_type=compute_type or ("int8" if device == "cpu" else "float16"),
+                intra_threads=int(threads) if threads else (cpu_threads() if device == "cpu" else 0),
+                inter_threads=1)
+        except (RuntimeError, ValueError) as e:
+            raise EncoderError(f"{name}: CTranslate2 could not load {path} ({e})") from None
+        self.n_mels = self.model.n_mels
+        self.dim = self._encode(torch.zeros(1, SAMPLE_RATE)).shape[-1]
+
+    def _encode(self, audio: torch.Tensor) -> np.ndarray:
+        """(batch, samples) -> (batch, frames, dim)."""
+        import ctranslate2
+
+        mel = np.ascontiguousarray(log_mel(audio, self.n_mels).numpy())
+        out = self.model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True)
+        return np.asarray(out, dtype=np.float32)
+
+    def encode(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        feats = torch.from_numpy(self._encode(_batch(waves, self.window)))
+        return [feats[i, : encoder_frames(w.numel())].clone() for i, w in enumerate(waves)]
+
+
+class HFWhisperEncoder(Encoder):
+    """The encoder of a transformers Whisper checkpoint, loaded without its decoder."""
+
+    max_seconds = WINDOW_SECONDS
+    frame_rate = FRAME_RATE
+
+    def __init__(self, folder, name: str, config, layer=None, device: str | None = None, dtype=None):
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        from smap.encoders.hf import LayerTap, load_submodule, torch_dtype
+
+        self.device, self.dtype = resolve_device(device), torch_dtype(dtype)
+        model = WhisperEncoder(config)
+        load_submodule(model, folder, ("model.encoder.", "encoder."), name)
+        self.tap = LayerTap(model.layers, layer, name)
+        self.model = model.to(self.device, self.dtype).eval()
+        self.name = spec_name(name, layer=self.tap.layer)
+        self.n_mels, self.dim = config.num_mel_bins, config.d_model
+
+    @torch.inference_mode()
+    def encode(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        mel = log_mel(_batch(waves, window=True).to(self.device), self.n_mels).to(self.dtype)
+        with self.tap:
+            out = self.model(mel).last_hidden_state
+        feats = self.tap.output(out).float().cpu()
+        return [feats[i, : encoder_frames(w.numel())].clone() for i, w in enumerate(waves)]

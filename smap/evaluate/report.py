@@ -1,0 +1,180 @@
+"""The evaluation report: results.json (every figure, with model, data and package versions),
+results.md (a table like the paper's, then every figure), results.png (systems compared per
+suite), outputs/<suite>/<split>/<system>.jsonl (what each system said), and a rich table for
+the screen. Every file is written to a temporary name and renamed: complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from math import nan
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from smap.data.store import atomic_write_text
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from smap.evaluate.run import Results
+    from smap.evaluate.suites import Split
+
+# Score keys as the tables show them; WER is the one where lower is better.
+LABELS = {
+    "wer": "WER", "comet": "COMET", "bleu": "BLEU", "chrf": "chrF", "lang_target": "in target lang %",
+    "lang_en": "in English %", "judged": "judged acc.", "exact_choice": "exact choice", "exact_match": "exact match",
+}
+LOWER_IS_BETTER = {"wer"}
+PAPER_ROW = "SpeechMapper (paper)"
+
+
+def label(key: str) -> str:
+    if key.startswith("judged["):
+        return f"judge {key[7:-1]}"
+    return LABELS.get(key, key)
+
+
+def headline(split: Split, results: Results) -> str | None:
+    """The split's main metric: the first of its metrics that some system was scored on."""
+    scored = {k for e in results.entries if e.split == split for k in e.scores}
+    return next((m for m in split.metrics if m in scored), None)
+
+
+def _columns(results: Results) -> list[tuple[Split, str]]:
+    seen: list[Split] = []
+    for e in results.entries:
+        if e.split not in seen:
+            seen.append(e.split)
+    return [(s, m) for s in seen if (m := headline(s, results))]
+
+
+def _systems(results: Results) -> list[str]:
+    return list(dict.fromkeys(e.system for e in results.entries))
+
+
+def _cell(results: Results, split: Split, system: str, metric: str) -> str:
+    e = next((e for e in results.entries if e.split == split and e.system == system), None)
+    return f"{e.scores[metric]:.1f}" if e and metric in e.scores else "-"
+
+
+def main_table(results: Results) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the paper-style table: systems x splits, each split's main metric."""
+    cols = _columns(results)
+    header = ["system"] + [f"{s.key} {label(m)}{'↓' if m in LOWER_IS_BETTER else ''}" for s, m in cols]
+    rows = [[name] + [_cell(results, s, name, m) for s, m in cols] for name in _systems(results)]
+    if any(m in s.paper for s, m in cols):
+        rows.append([PAPER_ROW] + [f"{s.paper[m]:.1f}" if m in s.paper else "-" for s, m in cols])
+    return header, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def markdown(results: Results) -> str:
+    meta = results.meta
+    parts = [f"# smap evaluate\n\n{meta['finished']} · smap {meta['packages'].get('smap', '?')} · "
+             f"data root `{meta['data_root']}`\n"]
+    if results.entries:
+        parts.append("## Main figures\n\n" + _md_table(*main_table(results)) + "\n")
+        keys = list(dict.fromkeys(k for e in results.entries for k in e.scores))
+        rows = [[e.split.key, e.system, str(e.n)] + [f"{e.scores[k]:.1f}" if k in e.scores else "-" for k in keys]
+                + [f"{e.seconds:.1f}"] for e in results.entries]
+        parts.append("## All figures\n\n"
+                     + _md_table(["split", "system", "n"] + [label(k) for k in keys] + ["seconds"], rows) + "\n")
+        notes = [f"- {e.split.key} x {e.system}: {n}" for e in results.entries for n in e.notes]
+        if notes:
+            parts.append("## Notes\n\n" + "\n".join(notes) + "\n")
+    if results.problems:
+        parts.append("## Not run\n\n" + "\n".join(
+            f"- {'' if p.failed else '(optional) '}{p.key}{' x ' + p.system if p.system else ''}: {p.message}"
+            for p in results.problems) + "\n")
+    systems = "\n".join(f"- {name}: {json.dumps(d)}" for name, d in meta["systems"].items())
+    packages = ", ".join(f"{k} {v}" for k, v in meta["packages"].items())
+    parts.append(f"## Versions\n\n{systems}\n- packages: {packages}; Python {meta['python']}\n"
+                 f"- scoring: {json.dumps(meta['scoring'])}\n")
+    return "\n".join(parts)
+
+
+def to_json(results: Results) -> dict:
+    return {
+        **results.meta,
+        "results": [{"suite": e.split.suite, "split": e.split.name, "task": e.split.task, "system": e.system,
+                     "n": e.n, "scores": e.scores, "notes": e.notes, "seconds": round(e.seconds, 3),
+                     "paper": e.split.paper} for e in results.entries],
+        "problems": [{"split": p.key, "system": p.system, "message": p.message, "failed": p.failed,
+                      "detail": p.detail} for p in results.problems],
+        "failed": results.failed,
+    }
+
+
+def rich_table(results: Results) -> Table:
+    from rich.table import Table
+
+    header, rows = main_table(results)
+    table = Table(*header, title="smap evaluate")
+    for row in rows:
+        table.add_row(*row, style="dim" if row[0] == PAPER_ROW else None)
+    return table
+
+
+def chart(results: Results, path: Path) -> None:
+    """Grouped bars: one panel per suite, one group per split, one bar per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = _columns(results)
+    suites = list(dict.fromkeys(s.suite for s, _ in cols))
+    systems = _systems(results)
+    fig, axes = plt.subplots(1, len(suites), figsize=(max(4.0, 3.2 * len(suites)), 3.8), squeeze=False)
+    width = 0.8 / len(systems)
+    for ax, suite in zip(axes[0], suites):
+        here = [(s, m) for s, m in cols if s.suite == suite]
+        for k, name in enumerate(systems):
+            # NaN draws no bar: a system not scored on a split must not look like a WER of 0.
+            values = [next((e.scores.get(m, nan) for e in results.entries if e.split == s and e.system == name), nan)
+                      for s, m in here]
+            bars = ax.bar([i + k * width for i in range(len(here))], values, width, label=name)
+            ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.set_xlim(-0.6 * width - 0.1, len(here) - 1 + width * (len(systems) - 0.4) + 0.1)  # room for unscored bars
+        ax.set_xticks([i + width * (len(systems) - 1) / 2 for i in range(len(here))])
+        ax.set_xticklabels([f"{s.name}\n{label(m)}{' (lower is better)' if m in LOWER_IS_BETTER else ''}"
+                            for s, m in here], fontsize=8)
+        ax.set_title(suite)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_outputs(out: Path, split: Split, system: str, records: list[dict], hyps: list[str]) -> Path:
+    """outputs/<suite>/<split>/<system>.jsonl: id, reference fields and the output, one line each."""
+    path = Path(out) / "outputs" / split.suite / split.name / f"{system}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keep = ("id",) + split.needs
+    atomic_write_text(path, "".join(json.dumps({**{k: r.get(k) for k in keep}, "output": h}, ensure_ascii=False) + "\n"
+                                    for r, h in zip(records, hyps)))
+    return path
+
+
+def write(results: Results, out: str | Path) -> dict[str, Path]:
+    """results.json, results.md and (when anything was scored) results.png under `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"json": out / "results.json", "md": out / "results.md"}
+    atomic_write_text(written["json"], json.dumps(to_json(results), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(written["md"], markdown(results))
+    png = out / "results.png"
+    if _columns(results):
+        chart(results, png)
+        written["png"] = png
+    else:  # a chart from an earlier run would pass for this one's
+        png.unlink(missing_ok=True)
+    return written

@@ -1,0 +1,266 @@
+"""The systems `smap evaluate` compares, as adapters over `smap.generate`:
+
+- ``smap``: the speech LLM (a model folder from `smap attach`, or a Stage-1 mapper with a frozen
+  LLM) on the store's features;
+- ``transcript``: the same frozen LLM with the gold transcript's token embeddings where the
+  speech would be, in the same prompt (the paper's topline);
+- ``cascade``: the same, with an ASR system's transcript instead. The ASR (``--asr``) is either
+  a smap model folder doing ASR on the same features, or a CTranslate2 Whisper (the embedded
+  ``whisper-tiny.en``, ``ct2:DIR``) decoding its own encoder's features: the same split under
+  ``--asr-data-root`` if given, else the split's store (see `WhisperTranscriber`).
+
+Judges for SQA are text LLMs answering `metrics.judge_prompt` in one chat turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from smap.data.store import FeatureStore
+from smap.evaluate.suites import Split
+
+SYSTEMS = ("smap", "transcript", "cascade")
+
+
+class SystemSpecError(ValueError):
+    """Options that do not make a system; the message names the option."""
+
+
+@dataclass(frozen=True)
+class Decoding:
+    max_frames: int = 4000  # speech batches: feature frames per batch
+    batch_size: int = 16  # text batches: prompts per batch
+    max_new_tokens: int = 128
+    num_beams: int = 1
+
+
+def _requests(split: Split, records: list[dict]):
+    from smap.generate import request_for
+    from smap.prompts import Request
+
+    if split.prompt:  # a spoken question: the speech (or its transcript) is the question
+        return [Request("free", prompt=split.prompt)] * len(records)
+    return [request_for(r, split.task, split.tgt_lang) for r in records]
+
+
+class SpeechSystem:
+    """A speech LLM on a store's features."""
+
+    def __init__(self, model, source: dict, decoding: Decoding, name: str = "smap"):
+        self.model, self.source, self.decoding, self.name = model, source, decoding, name
+
+    def describe(self) -> dict:
+        s = self.model.settings
+        return {**self.source, "llm": s.llm, "encoder": s.encoder, "system_prompt": s.system,
+                "provenance": s.provenance, "decoding": vars(self.decoding)}
+
+    def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
+        from smap.generate import generate_store
+
+        wanted = self.model.settings.encoder
+        if wanted and store.encoder != wanted:
+            raise ValueError(f"{store.root} holds {store.encoder} features but the model reads {wanted}; "
+                             f"prepare this split with --encoder {wanted}")
+        d = self.decoding
+        rows = generate_store(self.model, store, _requests(split, store.records[:limit]), limit=limit,
+                              max_frames=d.max_frames, max_new_tokens=d.max_new_tokens, num_beams=d.num_beams)
+        return [r["output"] for r in rows]
+
+
+Transcriber = Callable[[Split, FeatureStore, "int | None"], list[str]]  # split, store, limit -> transcripts
+
+
+class TextSystem:
+    """The frozen LLM given text where the speech would be: gold transcripts, or an ASR's."""
+
+    def __init__(self, name: str, lm, llm_spec: str, decoding: Decoding,
+                 transcribe: Transcriber | None = None, asr: str | None = None):
+        self.name, self.lm, self.llm_spec, self.decoding = name, lm, llm_spec, decoding
+        self.transcribe, self.asr = transcribe, asr
+
+    def describe(self) -> dict:
+        return {"llm": self.llm_spec, "input": f"ASR transcript ({self.asr})" if self.asr else "gold transcript",
+                "decoding": vars(self.decoding)}
+
+    def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
+        from smap.generate import generate_text
+
+        records = store.records[:limit]
+        texts = self.transcribe(split, store, limit) if self.transcribe else [r["text"] for r in records]
+        d = self.decoding
+        rows = generate_text(self.lm, [r["id"] for r in records], texts, _requests(split, records),
+                             batch_size=d.batch_size, max_new_tokens=d.max_new_tokens, num_beams=d.num_beams)
+        return [r["output"] for r in rows]
+
+
+class WhisperTranscriber:
+    """A CTranslate2 Whisper decoding stored features of its own encoder.
+
+    Whisper was trained on 30 s windows. Features encoded in the window (``?window=1``) are
+    zero-padded back to its 1500 frames and decode cleanly. Features cut to the clip, as stores
+    for the mapper usually are, make it loop; they are decoded with the output capped at 6 tokens
+    per second of speech plus 8, and still lose words (80% WER on eSpeak speech, against about
+    20% windowed). So the features come from the same split under `data_root` if given (e.g.
+    prepared with ``--encoder whisper-tiny.en?window=1``), matched by utterance id, else from the
+    split's own store, which must then hold this Whisper's features.
+    """
+
+    TOKENS_PER_SECOND, SLACK = 6, 8
+
+    def __init__(self, spec: str, data_root: str | Path | None = None, num_beams: int = 1):
+        from tokenizers import Tokenizer
+
+        from smap.encoders import EMBEDDED_ENCODER, embedded_whisper_dir, load_encoder, parse_spec
+        from smap.encoders.whisper import CT2WhisperEncoder
+
+        self.encoder = load_encoder(spec)
+        if not isinstance(self.encoder, CT2WhisperEncoder):
+            raise SystemSpecError(f"--asr {spec}: not a CTranslate2 Whisper model (nor a smap model folder)")
+        self.base = parse_spec(spec)[0]
+        folder = embedded_whisper_dir() if self.base == EMBEDDED_ENCODER else Path(self.base.removeprefix("ct2:")).expanduser()
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        # English-only models start with <|startoftranscript|><|notimestamps|>; multilingual
+        # ones name the language and task in between.
+        self.prompt = ["<|startoftranscript|>"] + (["<|en|>", "<|transcribe|>"] if self.encoder.model.is_multilingual
+                                                   else []) + ["<|notimestamps|>"]
+        self.data_root = Path(data_root) if data_root else None
+        self.num_beams = num_beams
+
+    def _source(self, split: Split, store: FeatureStore) -> FeatureStore:
+        """The store holding this Whisper's features for the split."""
+        from smap.encoders import parse_spec
+
+        if self.data_root is None:
+            if parse_spec(store.encoder)[0] == self.base:
+                return store
+            raise ValueError(f"{store.root} holds {store.encoder} features, not {self.base}'s; give --asr-data-root "
+                             f"with this split prepared by --encoder {self.base} --window")
+        missing = split.missing(self.data_root, f"{self.base} --window")
+        if missing:
+            raise ValueError(f"--asr-data-root: {missing}")
+        source = FeatureStore(split.store_dir(self.data_root))
+        if parse_spec(source.encoder)[0] != self.base:
+            raise ValueError(f"{source.root} holds {source.encoder} features; --asr {self.base} decodes only its own")
+        return source
+
+    def __call__(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
+        import ctranslate2
+        import torch
+
+        from smap.encoders import parse_spec
+        from smap.encoders.whisper import FRAME_RATE, WINDOW_SECONDS
+
+        source = self._source(split, store)
+        where = {r["id"]: i for i, r in enumerate(source.records)}
+        ids = [r["id"] for r in store.records[:limit]]
+        lacking = [i for i in ids if i not in where]
+        if lacking:
+            raise ValueError(f"{source.root} lacks utterance {lacking[0]!r} (and {len(lacking) - 1} more) of {store.root}")
+        window = int(WINDOW_SECONDS * FRAME_RATE) if parse_spec(source.encoder)[1].get("window") in ("1", "true") else 0
+        texts = []
+        # One utterance at a time: CTranslate2 takes no mask over padded encoder frames.
+        for uid in ids:
+            feats = source.features(where[uid]).float()
+            cap = int(len(feats) / FRAME_RATE * self.TOKENS_PER_SECOND) + self.SLACK + len(self.prompt)
+            if len(feats) < window:
+                feats = torch.cat([feats, feats.new_zeros(window - len(feats), feats.shape[1])])
+            view = ctranslate2.StorageView.from_array(feats[None].contiguous().numpy())
+            result = self.encoder.model.generate(view, [self.prompt], beam_size=self.num_beams, max_length=min(448, cap))[0]
+            texts.append(self.tokenizer.decode(result.sequences_ids[0]).strip())
+        return texts
+
+
+ASR_PASS = Split("asr", "asr", "asr", ("wer",))  # what a cascade's first stage is asked, whatever the split
+
+
+def transcriber(spec: str, decoding: Decoding, data_root: str | Path | None = None) -> Transcriber:
+    """`--asr SPEC`: a smap model folder doing ASR on the split's features, or a CTranslate2
+    Whisper on its own features (the split's, or those under `data_root`)."""
+    from smap.speech_llm import MODEL_FILE
+
+    if (Path(spec).expanduser() / MODEL_FILE).is_file():
+        from smap.generate import load_model
+
+        asr = SpeechSystem(load_model(model=spec), {"model": spec}, decoding, name="asr")
+        return lambda split, store, limit: asr.outputs(ASR_PASS, store, limit)
+    return WhisperTranscriber(spec, data_root, decoding.num_beams)
+
+
+def speech_specs(models: list[str], mappers: list[str]) -> list[tuple[str, str, str]]:
+    """`--model [NAME=]DIR` and `--mapper [NAME=]DIR`, each repeatable -> (name, kind, dir).
+
+    One speech model is the row 'smap'; several are named by their NAME, else their folder."""
+    specs = [(kind, v) for kind, values in (("model", models), ("mapper", mappers)) for v in values]
+    out = []
+    for kind, value in specs:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = ("smap" if len(specs) == 1 else Path(value).name), value
+        if not name or not path:
+            raise SystemSpecError(f"--{kind} {value}: expected DIR or NAME=DIR")
+        out.append((name, kind, path))
+    names = [n for n, _, _ in out]
+    if len(set(names)) != len(names):
+        raise SystemSpecError(f"--model/--mapper: two speech models named {sorted(n for n in names if names.count(n) > 1)[0]!r}; "
+                              "give each a NAME=DIR")
+    return out
+
+
+def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm: str | None = None,
+          asr: str | None = None, asr_data_root: str | Path | None = None, decoding: Decoding = Decoding()) -> list:
+    """The systems named, sharing one LLM: the first speech model's when there is one, else `llm`.
+    `smap` gives one system per speech model (see `speech_specs`). Options are checked before
+    anything is loaded."""
+    names = list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown or not names:
+        raise SystemSpecError(f"--system: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(SYSTEMS)}")
+    specs = speech_specs(list(models), list(mappers))
+    if "smap" in names and not specs:
+        raise SystemSpecError("--system smap needs --model DIR (from `smap attach`) or --mapper DIR (Stage 1)")
+    if "cascade" in names and not asr:
+        raise SystemSpecError("--system cascade needs --asr SPEC (a smap model folder, whisper-tiny.en or ct2:DIR)")
+    from smap.generate import load_model, load_text_lm
+
+    speech = [SpeechSystem(load_model(**{kind: path}, llm=llm if kind == "mapper" else None), {kind: path}, decoding, name)
+              for name, kind, path in specs]
+    systems: list = []
+    for name in names:
+        if name == "smap":
+            systems += speech
+            continue
+        if speech:
+            lm, llm_spec = speech[0].model.lm, speech[0].model.settings.llm
+        elif llm:
+            lm, llm_spec = load_text_lm(llm), llm
+        else:
+            raise SystemSpecError(f"--system {name} needs an LLM: --llm SPEC, or --model / --mapper")
+        transcribe = transcriber(asr, decoding, asr_data_root) if name == "cascade" else None
+        systems.append(TextSystem(name, lm, llm_spec, decoding, transcribe, asr if name == "cascade" else None))
+    return systems
+
+
+JUDGE_INSTRUCTION = "Your verdict, yes or no:"
+
+
+def llm_judge(spec: str, batch_size: int = 16):
+    """A judge from a text LLM spec: each prompt is one user turn, the reply a few tokens."""
+    from smap.generate import generate_text, load_text_lm
+    from smap.prompts import Request
+
+    lm = load_text_lm(spec)
+
+    def judge(prompts: list[str]) -> list[str]:
+        requests = [Request("free", prompt=JUDGE_INSTRUCTION)] * len(prompts)
+        rows = generate_text(lm, [str(i) for i in range(len(prompts))], prompts, requests,
+                             batch_size=batch_size, max_new_tokens=4)
+        return [r["output"] for r in rows]
+
+    return judge
+
+
+def judges(specs: list[str], batch_size: int = 16) -> dict:
+    """Judges by spec, each loaded once (the paper averaged four)."""
+    return {spec: llm_judge(spec, batch_size) for spec in dict.fromkeys(specs)}

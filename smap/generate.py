@@ -1,0 +1,166 @@
+"""Inference: run a speech LLM, or the same frozen LLM given text, on a task.
+
+Loading:
+  * ``load_model(model="DIR")``: a model folder from `smap attach`;
+  * ``load_model(mapper="DIR", llm="SPEC")``: a Stage-1 mapper used zero-shot with a frozen LLM
+    (the LLM defaults to the one the mapper was pretrained for);
+  * ``load_text_lm("SPEC", system=...)``: the frozen LLM alone, for text input.
+
+Generating (each returns rows ``{"id", "task", "prompt", "output"}`` in input order):
+  * ``generate_features(model, ids, features, requests)``: encoder features already in memory;
+  * ``generate_store(model, store, requests)``: utterances of a prepared feature store;
+  * ``generate_audio(model, paths, requests)``: audio files, encoded on the fly with the model's
+    encoder (`smap.encoders.load_encoder`); every file is read before any is processed, so an
+    unreadable one fails the call before work is done;
+  * ``generate_text(lm, ids, texts, requests)``: the text-only path. The text's token embeddings
+    take the place of the speech vectors in exactly the same prompt (same template, system
+    message, instruction and placement), so the only difference from the speech LLM is the
+    input modality. This is the ``transcript`` topline (reference transcripts) and the
+    ``cascade`` baseline (an ASR system's output). With ``lm = model.lm`` it uses the speech
+    model's own prompt settings.
+
+`requests` is one `smap.prompts.Request` per input (task, tgt_lang, question, prompt), or None to
+derive them with `request_for` from each record and the defaults given. Decoding is batched
+greedy search (``num_beams=1``) or beam search, with the prompt prefix's keys and values
+computed once (`smap.speech_llm.PromptedLM`). ASR outputs are capped at the longest input's
+number of content vectors plus 8 tokens: a transcript never has more tokens than Stage 1's
+output frames, and the cap stops a looping decoder early.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from smap.data.batching import BucketBatchSampler
+from smap.data.store import FeatureStore, atomic_write_text
+from smap.evaluate.suites import question_text
+from smap.llm import load_causal_lm
+from smap.prompts import Request
+from smap.speech_llm import PromptedLM, SpeechLLM
+
+ASR_SLACK = 8
+
+
+def load_model(model: str | Path | None = None, mapper: str | Path | None = None, llm: str | None = None,
+               system: str = "default", device: str | None = None) -> SpeechLLM:
+    """A speech LLM from a model folder, or from a Stage-1 mapper and an LLM spec."""
+    if (model is None) == (mapper is None):
+        raise ValueError("give either a model folder (--model) or a Stage-1 mapper (--mapper, with --llm)")
+    speech_llm = SpeechLLM.from_pretrained(model) if model is not None else SpeechLLM.from_mapper(mapper, llm, system)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    speech_llm.to(device).eval()
+    speech_llm.lm.to(device)
+    return speech_llm
+
+
+def load_text_lm(llm: str, system: str = "default", device: str | None = None) -> PromptedLM:
+    """The frozen LLM with the speech LLM's prompt format, for text input (`generate_text`)."""
+    model, tokenizer = load_causal_lm(llm)
+    return PromptedLM(model, tokenizer, system).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def request_for(record: dict, task: str, tgt_lang: str | None = None, question: str | None = None,
+                prompt: str | None = None) -> Request:
+    """The request for one record: options given win, else the record's tgt_lang / question."""
+    if task == "sqa" and question is None and record.get("question"):
+        question = question_text(record)
+    return Request(task, tgt_lang or record.get("tgt_lang"), question, prompt)
+
+
+def _cap(requests: Sequence[Request], contents: Sequence[torch.Tensor], max_new_tokens: int) -> int:
+    if all(r.task == "asr" for r in requests):
+        return min(max_new_tokens, max(len(c) for c in contents) + ASR_SLACK)
+    return max_new_tokens
+
+
+def _rows(ids, requests, instructions, outputs) -> list[dict]:
+    return [{"id": i, "task": r.task, "prompt": p, "output": o} for i, r, p, o in zip(ids, requests, instructions, outputs)]
+
+
+@torch.no_grad()
+def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[torch.Tensor],
+                      requests: Sequence[Request], max_frames: int = 4000, max_new_tokens: int = 128,
+                      num_beams: int = 1) -> list[dict]:
+    """Outputs for encoder features, each (frames, dim): batches of similar length under a
+    frames budget; rows back in input order."""
+    instructions = [r.instruction() for r in requests]  # fails on a bad request before any work
+    outputs: list[str | None] = [None] * len(ids)
+    device = model.lm.device
+    for chunk in BucketBatchSampler([len(f) for f in features], max_frames, shuffle=False):
+        lengths = torch.tensor([len(features[i]) for i in chunk], device=device)
+        padded = torch.zeros(len(chunk), int(lengths.max()), features[chunk[0]].shape[1], device=device)
+        for b, i in enumerate(chunk):
+            padded[b, : lengths[b]] = features[i].to(device, torch.float32)
+        contents, _, _ = model.speech_contents(padded, lengths)
+        suffixes = [model.lm.suffix_ids(instructions[i]) for i in chunk]
+        limit = _cap([requests[i] for i in chunk], contents, max_new_tokens)
+        for i, text in zip(chunk, model.lm.generate(contents, suffixes, limit, num_beams)):
+            outputs[i] = text
+    return _rows(list(ids), requests, instructions, outputs)
+
+
+@torch.no_grad()
+def generate_store(model: SpeechLLM, store: FeatureStore | str | Path, requests: Sequence[Request] | None = None,
+                   task: str = "asr", tgt_lang: str | None = None, question: str | None = None,
+                   prompt: str | None = None, limit: int | None = None, max_frames: int = 4000,
+                   max_new_tokens: int = 128, num_beams: int = 1) -> list[dict]:
+    """Outputs for the first `limit` utterances of a feature store, in store order."""
+    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    if store.dim != model.mapper.config.input_dim:
+        raise ValueError(f"{store.root}: features of dim {store.dim}, the mapper takes {model.mapper.config.input_dim}")
+    records = store.records[:limit]
+    requests = list(requests) if requests is not None else [request_for(r, task, tgt_lang, question, prompt) for r in records]
+    features = [store.features(i) for i in range(len(records))]
+    return generate_features(model, [r["id"] for r in records], features, requests[: len(records)], max_frames,
+                             max_new_tokens, num_beams)
+
+
+@torch.no_grad()
+def generate_audio(model: SpeechLLM, paths: Sequence[str | Path], requests: Sequence[Request] | None = None,
+                   task: str = "asr", tgt_lang: str | None = None, question: str | None = None,
+                   prompt: str | None = None, encoder: str | None = None, max_frames: int = 4000,
+                   max_new_tokens: int = 128, num_beams: int = 1) -> list[dict]:
+    """Outputs for audio files; `encoder` overrides the model's encoder spec."""
+    from smap.audio import SAMPLE_RATE, load_audio, resample
+    from smap.encoders import load_encoder
+
+    waves = [load_audio(p) for p in paths]  # every file read before anything heavy is loaded
+    spec = encoder or model.settings.encoder
+    if not spec:
+        raise ValueError("the model does not record its speech encoder; give --encoder")
+    enc = load_encoder(spec)
+    if enc.dim != model.mapper.config.input_dim:
+        raise ValueError(f"encoder {spec} gives {enc.dim}-d features, the mapper takes {model.mapper.config.input_dim}")
+    waves = [resample(w, SAMPLE_RATE, enc.sample_rate) for w in waves]
+    features = [f for k in range(0, len(waves), 16) for f in enc.encode(waves[k : k + 16])]
+    requests = list(requests) if requests is not None else [Request(task, tgt_lang, question, prompt)] * len(paths)
+    return generate_features(model, [str(p) for p in paths], features, requests, max_frames, max_new_tokens, num_beams)
+
+
+@torch.no_grad()
+def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requests: Sequence[Request],
+                  batch_size: int = 16, max_new_tokens: int = 128, num_beams: int = 1) -> list[dict]:
+    """The text-only path: each text's token embeddings where the speech would be."""
+    instructions = [r.instruction() for r in requests]
+    contents = [lm.embed_text(t) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(contents[i]))  # similar lengths pad less
+    outputs: list[str | None] = [None] * len(texts)
+    for k in range(0, len(order), batch_size):
+        chunk = order[k : k + batch_size]
+        limit = _cap([requests[i] for i in chunk], [contents[i] for i in chunk], max_new_tokens)
+        texts_out = lm.generate([contents[i] for i in chunk], [lm.suffix_ids(instructions[i]) for i in chunk],
+                                limit, num_beams)
+        for i, text in zip(chunk, texts_out):
+            outputs[i] = text
+    return _rows(list(ids), requests, instructions, outputs)
+
+
+def write_jsonl(rows: Sequence[dict], path: str | Path) -> None:
+    """All rows at once through a rename: the file is complete or absent."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -1,0 +1,334 @@
+"""The speech LLM: a SpeechMapper in front of a frozen causal LLM.
+
+One example is laid out as (see `smap.prompts`)::
+
+    [prefix tokens] [content vectors] [suffix tokens] [response tokens + EOS]
+     shared          speech (mapper)   instruction,    labels: the only
+                     or text tokens    assistant hdr   positions with loss
+
+The prefix is the same for every example, so its keys and values are computed once with the
+frozen LLM and reused by every training step and every generation (`PromptedLM.prefix_cache`).
+The rest is assembled per example and padded:
+
+* training pads on the right: every row starts right after the prefix, so positions are
+  contiguous and causal attention alone keeps pads (which come last) out of every real token's
+  view, so no padding mask is passed;
+* generation pads between the prefix and the content, so that all rows end together and new
+  tokens are appended in one column; the 2-D attention mask hides the pads and positions are
+  counted over real tokens only.
+
+Only the hidden states just before a label go through the LM head (the vocabulary projection is
+the largest matrix of a small LLM), unless `logits_at_labels=False`.
+
+`SpeechLLM` (an nn.Module) holds the trainable mapper; its `PromptedLM` holds the frozen LLM as a
+plain attribute, so the LLM is neither in the optimiser nor in checkpoints nor wrapped by DDP.
+
+Model folder (`SpeechLLM.save_pretrained`)::
+
+    smap_model.json   format, LLM spec, encoder spec, prompt settings, provenance
+    mapper/           SpeechMapper config.json + model.safetensors
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import DynamicCache, GenerationConfig
+
+from smap.data.store import atomic_write_text
+from smap.llm import load_causal_lm, pad_id_of, resolve
+from smap.losses import pad_targets, response_ce, weighted_mse
+from smap.mapper import SpeechMapper
+from smap.llm import tokenizer_fingerprint
+from smap.prompts import PromptFormat
+
+MODEL_FILE = "smap_model.json"
+MAPPER_DIR = "mapper"
+FORMAT_VERSION = 1
+IGNORE = -100
+
+
+class ModelMismatchError(ValueError):
+    """A mapper that does not fit the LLM it is attached to; the message names both values."""
+
+
+def check_compatible(mapper: SpeechMapper, llm, tokenizer, llm_spec: str) -> None:
+    """Refuse a mapper trained for another embedding size or another tokenizer."""
+    extra = mapper.config.extra
+    dim = llm.get_input_embeddings().embedding_dim
+    if mapper.config.output_dim != dim:
+        raise ModelMismatchError(
+            f"the mapper outputs {mapper.config.output_dim}-d vectors but {llm_spec} takes {dim}-d embeddings "
+            f"(mapper trained for {extra.get('llm', 'an unrecorded LLM')})"
+        )
+    if "tokenizer" in extra:
+        ours = tokenizer_fingerprint(tokenizer)
+        if extra["tokenizer"] != ours:
+            raise ModelMismatchError(
+                f"the mapper was trained on the tokenizer of {extra.get('llm', '?')} "
+                f"({extra.get('vocab_size', '?')} tokens, fingerprint {extra['tokenizer']}) but {llm_spec} has "
+                f"{len(tokenizer)} tokens, fingerprint {ours}"
+            )
+
+
+@dataclass
+class Assembled:
+    """A padded batch after the prefix. Shapes: (batch, seq, dim) and (batch, seq)."""
+
+    embeds: torch.Tensor
+    labels: torch.Tensor  # token id at response positions, IGNORE elsewhere
+    mask: torch.Tensor  # 1 at real positions, 0 at pads
+    content_start: torch.Tensor  # (batch,) where each row's content vectors begin
+
+
+class PromptedLM:
+    """A frozen causal LM, its tokenizer and prompt format, and the cached prompt prefix.
+
+    `contents` below are per-example (n_b, dim) tensors that take the placeholder's place:
+    mapper outputs for speech, or token embeddings of a text (`embed_text`).
+    """
+
+    def __init__(self, llm, tokenizer, system: str = "default", prefix_cache: bool = True,
+                 logits_at_labels: bool = True):
+        self.llm, self.tokenizer = llm, tokenizer
+        self.format = PromptFormat(tokenizer, system)
+        self.use_prefix_cache = prefix_cache
+        # Models that rescale or soft-cap logits after the head need the stock forward.
+        cfg = llm.config.get_text_config()
+        self.logits_at_labels = logits_at_labels and getattr(cfg, "final_logit_softcapping", None) is None
+        self.pad_id = pad_id_of(tokenizer)
+        self._prefix: tuple[tuple[torch.device, torch.dtype], list] | None = None
+        self._suffixes: dict[str, list[int]] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.llm.get_input_embeddings().weight.dtype
+
+    def to(self, device) -> PromptedLM:
+        self.llm.to(device)
+        return self
+
+    def embed(self, ids: list[int] | torch.Tensor) -> torch.Tensor:
+        """(n,) token ids -> (n, dim) input embeddings."""
+        return self.llm.get_input_embeddings()(torch.as_tensor(ids, dtype=torch.long, device=self.device))
+
+    def embed_text(self, text: str) -> torch.Tensor:
+        """(n, dim) embeddings of a text's tokens: the text-only stand-in for speech vectors."""
+        return self.embed(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def suffix_ids(self, instruction: str) -> list[int]:
+        if instruction not in self._suffixes:
+            self._suffixes[instruction] = self.format.suffix_ids(instruction)
+        return self._suffixes[instruction]
+
+    # -- the shared prefix ---------------------------------------------------------------------
+
+    def prefix_cache(self, batch: int) -> DynamicCache:
+        """The prefix's keys/values, computed once per device and dtype, viewed `batch` times.
+
+        Views cost nothing: the first `update` of each layer concatenates them into new tensors,
+        so the stored copy is never written to."""
+        key = (self.device, self.dtype)
+        if self._prefix is None or self._prefix[0] != key:
+            ids = torch.tensor([self.format.prefix_ids], device=self.device)
+            with torch.no_grad():
+                out = self.llm(input_ids=ids, use_cache=True)
+            self._prefix = (key, [(layer.keys, layer.values) for layer in out.cache.layers])
+        return DynamicCache(
+            [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self._prefix[1]],
+            config=self.llm.config,
+        )
+
+    # -- assembling a batch --------------------------------------------------------------------
+
+    def assemble(self, contents: list[torch.Tensor], suffixes: list[list[int]],
+                 responses: list[list[int]] | None = None, pad_left: bool = False) -> Assembled:
+        """Rows of [content, suffix, response], padded to one length with zero vectors."""
+        rows, labels = [], []
+        for b, content in enumerate(contents):
+            tail = suffixes[b] + (responses[b] if responses is not None else [])
+            rows.append(torch.cat([content.to(self.dtype), self.embed(tail)]))
+            lab = torch.full((len(rows[-1]),), IGNORE, dtype=torch.long)
+            if responses is not None:
+                lab[len(rows[-1]) - len(responses[b]):] = torch.tensor(responses[b])
+            labels.append(lab)
+        batch, seq, dim = len(rows), max(len(r) for r in rows), rows[0].shape[1]
+        embeds = rows[0].new_zeros(batch, seq, dim)
+        out_labels = torch.full((batch, seq), IGNORE, dtype=torch.long)
+        mask = torch.zeros(batch, seq, dtype=torch.long)
+        start = torch.zeros(batch, dtype=torch.long)
+        for b, row in enumerate(rows):
+            s = seq - len(row) if pad_left else 0
+            embeds[b, s : s + len(row)] = row
+            out_labels[b, s : s + len(row)] = labels[b]
+            mask[b, s : s + len(row)] = 1
+            start[b] = s
+        return Assembled(embeds, out_labels.to(self.device), mask.to(self.device), start)
+
+    def _prefix_embeds(self, batch: int) -> torch.Tensor:
+        return self.embed(self.format.prefix_ids).unsqueeze(0).expand(batch, -1, -1)
+
+    # -- training ------------------------------------------------------------------------------
+
+    def response_loss(self, contents: list[torch.Tensor], suffixes: list[list[int]],
+                      responses: list[list[int]]) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy over response tokens (EOS included) and their count."""
+        a = self.assemble(contents, suffixes, responses)
+        inputs, targets = a.embeds[:, :-1], a.labels[:, 1:]  # position t predicts token t+1
+        n_prefix = len(self.format.prefix_ids)
+        if self.use_prefix_cache:
+            cache = self.prefix_cache(len(contents))
+        else:
+            inputs, cache = torch.cat([self._prefix_embeds(len(contents)), inputs], 1), None
+            targets = torch.cat([targets.new_full((len(contents), n_prefix), IGNORE), targets], 1)
+        positions = torch.arange(n_prefix if cache is not None else 0, n_prefix + a.embeds.shape[1] - 1,
+                                 device=self.device).unsqueeze(0)
+        if not self.logits_at_labels:
+            logits = self.llm(inputs_embeds=inputs, cache=cache, position_ids=positions, use_cache=False).logits
+            return response_ce(logits, targets), int((targets != IGNORE).sum())
+        hidden = self.llm.base_model(inputs_embeds=inputs, cache=cache, position_ids=positions,
+                                     use_cache=False).last_hidden_state
+        where = targets != IGNORE
+        logits = self.llm.get_output_embeddings()(hidden[where])  # (n_labels, vocab)
+        return response_ce(logits, targets[where]), int(where.sum())
+
+    # -- generation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, contents: list[torch.Tensor], suffixes: list[list[int]], max_new_tokens: int = 128,
+                 num_beams: int = 1) -> list[str]:
+        """Greedy (num_beams=1) or beam-search continuations of each prompt, decoded to text."""
+        batch = len(contents)
+        a = self.assemble(contents, suffixes, pad_left=True)
+        # generate() takes the whole sequence and skips the part already in the cache.
+        embeds = torch.cat([self._prefix_embeds(batch), a.embeds], 1)
+        mask = torch.cat([a.mask.new_ones(batch, len(self.format.prefix_ids)), a.mask], 1)
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+            eos_token_id=self.format.eos_id, pad_token_id=self.pad_id,
+        )
+        cache = self.prefix_cache(batch * num_beams) if self.use_prefix_cache else None
+        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, cache=cache, generation_config=config)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+@dataclass
+class ModelSettings:
+    """What a model folder records besides the mapper's weights."""
+
+    llm: str
+    encoder: str | None = None
+    system: str = "default"
+    asr_target: str = "normalized"  # ASR responses: "normalized" (as Stage 1's targets) or "raw"
+    provenance: dict = field(default_factory=dict)
+
+
+class SpeechLLM(nn.Module):
+    """Mapper (trainable) + PromptedLM (frozen). `forward` is the Stage-2 loss."""
+
+    def __init__(self, mapper: SpeechMapper, lm: PromptedLM, settings: ModelSettings):
+        super().__init__()
+        check_compatible(mapper, lm.llm, lm.tokenizer, settings.llm)
+        self.mapper, self.lm, self.settings = mapper, lm, settings
+
+    def speech_contents(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """features (batch, frames, dim) -> per-example (n_b, llm_dim) vectors, the padded output
+        (batch, frames', llm_dim) and its lengths (batch,)."""
+        emb, out_len = self.mapper(features, lengths)
+        return [emb[b, : int(out_len[b])] for b in range(len(emb))], emb, out_len
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, suffixes: list[list[int]],
+                responses: list[list[int]], mse_tokens: list[torch.Tensor] | None = None,
+                mse_weight: float = 0.0, alpha: float = 5.0) -> tuple[torch.Tensor, dict]:
+        """CE on the responses, plus `mse_weight` x the Stage-1 MSE towards `mse_tokens`' embeddings.
+
+        features (batch, frames, dim), lengths (batch,); suffixes/responses: token ids per example;
+        mse_tokens: per example the normalised transcript's ids (empty: no MSE for that row)."""
+        contents, emb, out_len = self.speech_contents(features, lengths)
+        ce, n = self.lm.response_loss(contents, suffixes, responses)
+        logs = {"ce": float(ce.detach()), "tokens": n}
+        loss = ce
+        if mse_weight > 0 and mse_tokens is not None:
+            rows = [b for b, t in enumerate(mse_tokens) if len(t)]
+            if rows:
+                table = self.lm.llm.get_input_embeddings().weight
+                tg = pad_targets([mse_tokens[b] for b in rows], out_len[rows], table,
+                                 self.mapper.config.extra.get("pad_id", self.lm.pad_id), alpha)
+                mse = weighted_mse(emb[rows], tg.target, tg.weight)
+                loss = ce + mse_weight * mse
+                logs["mse"] = float(mse.detach())
+        return loss, logs
+
+    @torch.no_grad()
+    def generate(self, features: torch.Tensor, lengths: torch.Tensor, instructions: list[str],
+                 max_new_tokens: int = 128, num_beams: int = 1) -> list[str]:
+        """features (batch, frames, dim), lengths (batch,), one instruction per example -> texts."""
+        contents, _, _ = self.speech_contents(features, lengths)
+        return self.lm.generate(contents, [self.lm.suffix_ids(i) for i in instructions], max_new_tokens, num_beams)
+
+    # -- model folders -------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """mapper/ first, then smap_model.json (atomically): a folder with the manifest is whole."""
+        directory = Path(directory)
+        self.mapper.save_pretrained(directory / MAPPER_DIR)
+        s = self.settings
+        atomic_write_text(directory / MODEL_FILE, json.dumps({
+            "format": FORMAT_VERSION, "llm": s.llm, "encoder": s.encoder, "system": s.system,
+            "asr_target": s.asr_target, "mapper": MAPPER_DIR, "provenance": s.provenance,
+        }, indent=2))
+
+    @classmethod
+    def build(cls, mapper: SpeechMapper, settings: ModelSettings, dtype: torch.dtype = torch.float32,
+              prefix_cache: bool = True, logits_at_labels: bool = True) -> SpeechLLM:
+        """Load the frozen LLM named in `settings` and attach `mapper` to it (checked first)."""
+        llm, tokenizer = load_causal_lm(settings.llm, dtype)
+        lm = PromptedLM(llm, tokenizer, settings.system, prefix_cache, logits_at_labels)
+        return cls(mapper, lm, settings)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32, **kwargs) -> SpeechLLM:
+        """A model folder written by `save_pretrained` (the LLM is loaded from its spec)."""
+        settings = read_settings(directory)
+        mapper = SpeechMapper.from_pretrained(Path(directory) / MAPPER_DIR)
+        return cls.build(mapper, settings, dtype, **kwargs)
+
+    @classmethod
+    def from_mapper(cls, mapper_dir: str | Path, llm: str | None = None, system: str = "default",
+                    dtype: torch.dtype = torch.float32, **kwargs) -> SpeechLLM:
+        """A Stage-1 mapper used straight away with a frozen LLM (default: the one it was trained for)."""
+        mapper = SpeechMapper.from_pretrained(mapper_dir)
+        extra = mapper.config.extra
+        llm = llm or extra.get("llm")
+        if not llm:
+            raise ModelMismatchError(f"{mapper_dir}: the mapper does not record its LLM; give --llm")
+        settings = ModelSettings(llm=stable_spec(llm), encoder=extra.get("encoder"), system=system,
+                                 provenance={"stage": 1, "mapper": str(mapper_dir)})
+        return cls.build(mapper, settings, dtype, **kwargs)
+
+
+def stable_spec(spec: str) -> str:
+    """An LLM spec that still resolves from another working directory (folders made absolute)."""
+    source = resolve(spec)
+    return str(Path(source.path).resolve()) if source.kind == "folder" or spec.endswith(".gguf") else spec
+
+
+def read_settings(directory: str | Path) -> ModelSettings:
+    path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: not a smap model folder (no {MODEL_FILE}); "
+                                "train one with `smap attach`, or use --mapper DIR --llm SPEC")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return ModelSettings(llm=d["llm"], encoder=d.get("encoder"), system=d.get("system", "default"),
+                             asr_target=d.get("asr_target", "normalized"), provenance=d.get("provenance", {}))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: unreadable model manifest ({e})") from None

@@ -1,0 +1,331 @@
+"""The evaluation loop with fake systems, then `smap evaluate` end to end with tiny real models."""
+
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from smap.cli import app
+from smap.data.store import FeatureStore, StoreWriter
+from smap.evaluate import metrics, run, suites
+from smap.evaluate.suites import select
+
+from conftest import write_store
+
+TEXTS = ["the cat sat on the mat", "one two three four", "we see them now", "it was"]  # 16 words
+
+
+def store_with(folder, records, dim=16, encoder="test-encoder"):
+    """A store whose records carry the given fields (translation, question, choices, ...)."""
+    with StoreWriter(folder, encoder=encoder, dim=dim, frame_rate=50.0) as w:
+        for i, rec in enumerate(records):
+            w.add({"id": f"u{i}", "duration": 1.0, **rec}, torch.zeros(20, dim))
+    return folder
+
+
+class Fake:
+    """A system that answers from each record; records the calls it got."""
+
+    def __init__(self, name, answer):
+        self.name, self.answer, self.calls = name, answer, []
+
+    def describe(self):
+        return {"fake": self.name}
+
+    def outputs(self, split, store, limit):
+        self.calls.append((split.key, limit))
+        return [self.answer(r) for r in store.records[:limit]]
+
+
+oracle = Fake("oracle", lambda r: r["text"])
+lossy = Fake("lossy", lambda r: r["text"].rsplit(" ", 1)[0])  # drops each last word
+
+
+def quiet(_line):
+    pass
+
+
+@pytest.fixture
+def root(tmp_path):
+    write_store(tmp_path / "data" / "tts" / "test", TEXTS)
+    write_store(tmp_path / "data" / "librispeech" / "test-clean", TEXTS[:2])
+    return tmp_path
+
+
+def test_scores_each_system_on_each_split_and_writes_the_report(root):
+    lines = []
+    res = run.evaluate(select("tts/test,librispeech/test-clean"), [oracle, lossy], root / "data", root / "out",
+                       log=lines.append)
+    got = {(e.split.key, e.system): e.scores["wer"] for e in res.entries}
+    # lossy: one deletion per utterance, 4 of 16 words on tts/test, 2 of 10 on test-clean.
+    assert got == {("tts/test", "oracle"): 0.0, ("tts/test", "lossy"): pytest.approx(25.0),
+                   ("librispeech/test-clean", "oracle"): 0.0, ("librispeech/test-clean", "lossy"): pytest.approx(20.0)}
+    assert not res.failed and res.problems == []
+    assert {p.name for p in (root / "out").iterdir()} == {"results.json", "results.md", "results.png", "outputs"}
+    saved = (root / "out" / "outputs" / "tts" / "test" / "lossy.jsonl").read_text().splitlines()
+    assert json.loads(saved[0]) == {"id": "utt0000", "text": TEXTS[0], "output": "the cat sat on the"}
+    data = json.loads((root / "out" / "results.json").read_text())
+    assert data["systems"] == {"oracle": {"fake": "oracle"}, "lossy": {"fake": "lossy"}}
+    assert data["data"]["tts/test"]["encoder"] == "test-encoder" and data["data"]["tts/test"]["utterances"] == 4
+    assert {"smap", "jiwer", "sacrebleu", "torch"} <= set(data["packages"])
+    assert any(line.startswith("scored tts/test x lossy: wer 25.0") for line in lines)
+
+
+def test_a_missing_split_is_named_in_one_line_and_the_others_still_run(root):
+    lines = []
+    res = run.evaluate(select("librispeech,tts/test"), [oracle], root / "data", root / "out", log=lines.append)
+    assert [e.split.key for e in res.entries] == ["librispeech/test-clean", "tts/test"]
+    (problem,) = res.problems
+    assert problem.key == "librispeech/test-other" and problem.failed and res.failed
+    assert "\n" not in problem.message
+    assert f"no feature store at {root / 'data' / 'librispeech' / 'test-other' / 'store.json'}" in problem.message
+    assert "run: smap prepare --dataset librispeech --split test-other --encoder" in problem.message
+    assert lines[1] == f"skipped {problem.message}"
+    assert "librispeech/test-other" in json.loads((root / "out" / "results.json").read_text())["problems"][0]["split"]
+
+
+def test_an_optional_split_missing_does_not_fail_the_run(root):
+    res = run.evaluate(select("tts"), [oracle], root / "data", root / "out", log=quiet)
+    assert [p.key for p in res.problems] == ["tts/everyday", "tts/test-qa"] and not res.failed
+    assert res.problems[0].message.endswith("(optional)")
+
+
+def test_a_failing_system_is_reported_and_the_others_are_scored(root):
+    def boom(_record):
+        raise RuntimeError("out of memory\nlong traceback text")
+
+    short = Fake("short", None)
+    short.outputs = lambda split, store, limit: ["just one"]
+    res = run.evaluate(select("tts/test"), [Fake("boom", boom), short, oracle], root / "data", root / "out", log=quiet)
+    assert [e.system for e in res.entries] == ["oracle"]
+    messages = {p.system: p.message for p in res.problems}
+    assert messages == {"boom": "RuntimeError: out of memory", "short": "ValueError: 1 outputs for 4 records (strings expected)"}
+    assert all(p.failed for p in res.problems) and "Traceback" in res.problems[0].detail
+
+
+def test_limit_scores_only_the_first_utterances(root):
+    sys_ = Fake("oracle", lambda r: r["text"])
+    res = run.evaluate(select("tts/test"), [sys_], root / "data", root / "out", limit=2, log=quiet)
+    assert res.entries[0].n == 2 and sys_.calls == [("tts/test", 2)]
+    assert json.loads((root / "out" / "results.json").read_text())["data"]["tts/test"]["of"] == 4
+
+
+def test_a_store_lacking_a_field_the_task_needs_is_named(tmp_path):
+    store_with(tmp_path / "covost2" / "en-de", [{"text": "hello"}, {"text": "hi", "translation": ""}])
+    res = run.evaluate(select("covost2/en-de"), [oracle], tmp_path, tmp_path / "out",
+                       run.Scoring(identify=lambda t: ["de"] * len(t)), log=quiet)
+    assert res.entries == [] and res.failed
+    assert res.problems[0].message == (f"ValueError: {tmp_path / 'covost2' / 'en-de'}: record 'u0' has no translation, "
+                                       "which st on covost2/en-de needs")
+
+
+def test_st_gets_comet_bleu_chrf_and_adherence(tmp_path):
+    store_with(tmp_path / "europarl" / "en-de", [
+        {"text": "Thank you.", "translation": "Danke schön."},
+        {"text": "I agree.", "translation": "Ich stimme zu."},
+    ])
+    comet = SimpleNamespace(predict=lambda samples, **kw: SimpleNamespace(system_score=0.5, seen=samples))
+    langs = {"Danke schön.": "de", "Ich stimme zu.": "de"}
+    perfect = Fake("perfect", lambda r: r["translation"])
+    scoring = run.Scoring(comet_model=comet, comet_spec="fake", identify=lambda t: [langs.get(x, "en") for x in t])
+    res = run.evaluate(select("europarl/en-de"), [perfect], tmp_path, tmp_path / "out", scoring, log=quiet)
+    assert res.entries[0].scores == {"comet": 50.0, "bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0),
+                                     "lang_target": 100.0, "lang_en": 0.0}
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["scoring"]["comet"] == "fake"
+
+
+def test_st_without_comet_scores_the_rest_and_notes_why(tmp_path):
+    store_with(tmp_path / "europarl" / "en-fr", [{"text": "Thanks.", "translation": "Merci."}])
+    scoring = run.Scoring(identify=lambda t: ["en"] * len(t))
+    res = run.evaluate(select("europarl/en-fr"), [Fake("echo", lambda r: r["text"])], tmp_path, tmp_path / "out",
+                       scoring, log=quiet)
+    (entry,) = res.entries
+    assert "comet" not in entry.scores and entry.scores["lang_en"] == 100.0 and entry.scores["lang_target"] == 0.0
+    assert entry.notes == ["COMET not computed: no COMET model (--comet-model)"]
+
+
+def test_sqa_judged_exact_match_and_exact_choice(tmp_path):
+    store_with(tmp_path / "spokensquad" / "test", [
+        {"text": "Paris is big.", "question": "Which city?", "answer": "Paris"},
+        {"text": "It rained.", "question": "What happened?", "answer": "It rained"},
+    ])
+    store_with(tmp_path / "librisqa" / "part2", [
+        {"text": "a dog barked", "question": "What barked?", "answer": "B", "choices": ["a cat", "a dog"]},
+        # as `smap prepare` stores LibriSQA Part II: options in the question, choices their labels
+        {"text": "a cat ran", "question": "What ran? (A) a cat (B) a dog", "answer": "A", "choices": ["A", "B"]},
+    ])
+    said = {"Which city?": "The city is Paris.", "What happened?": "it rained",
+            "What barked?": "B", "What ran? (A) a cat (B) a dog": "It is a dog."}
+    prompts = []
+
+    def judge(batch):  # yes when the candidate names the reference
+        prompts.extend(batch)
+        return ["yes" if re.search(r"Reference answer: (.*)\n", p).group(1).lower() in
+                re.search(r"Candidate answer: (.*)\n", p).group(1).lower() else "no" for p in batch]
+
+    system = Fake("qa", lambda r: said[r["question"]])
+    scoring = run.Scoring(judges={"j1": judge, "j2": lambda b: ["no"] * len(b)})
+    res = run.evaluate(select("spokensquad,librisqa/part2"), [system], tmp_path, tmp_path / "out", scoring, log=quiet)
+    squad, part2 = res.entries
+    # judge j1 accepts both, j2 neither: mean 50; exact match: only "it rained" equals its reference.
+    assert squad.scores == {"judged": 50.0, "judged[j1]": 100.0, "judged[j2]": 0.0, "exact_match": 50.0}
+    assert "Question: Which city?" in prompts[0]
+    assert part2.scores == {"exact_choice": 50.0}  # B right; "It is a dog." picks B by its text, gold A
+
+
+def test_a_spoken_question_is_its_transcript(tmp_path):
+    store_with(tmp_path / "tts" / "test-qa", [{"text": "what is the capital of france", "answer": "Paris"},
+                                              {"text": "what is two plus two", "answer": "four"}])
+    prompts = []
+    judge = lambda batch: prompts.extend(batch) or ["yes"] * len(batch)  # noqa: E731
+    res = run.evaluate(select("tts/test-qa"), [Fake("qa", lambda r: "Paris.")], tmp_path, tmp_path / "out",
+                       run.Scoring(judges={"j": judge}), log=quiet)
+    assert res.entries[0].scores == {"exact_match": 50.0, "judged": 100.0, "judged[j]": 100.0}
+    assert "Question: what is two plus two\n" in prompts[1]
+
+
+def test_judged_only_split_without_a_judge_is_skipped_before_generating(tmp_path):
+    store_with(tmp_path / "librisqa" / "part1", [{"text": "t", "question": "q", "answer": "a"}])
+    system = Fake("qa", lambda r: "a")
+    res = run.evaluate(select("librisqa/part1"), [system], tmp_path, tmp_path / "out", log=quiet)
+    assert system.calls == [] and res.failed
+    assert res.problems[0].message == "librisqa/part1: judged accuracy not computed: no judge LLM (--judge SPEC)"
+
+
+def test_make_scoring_loads_comet_only_when_asked_and_needed():
+    assert run.make_scoring(select("tts"), "/no/such/comet", {}).comet_model is None  # no ST split: not loaded
+    off = run.make_scoring(select("europarl/en-fr"), "none", {})
+    assert off.comet_model is None and "switched off" in off.lacks("comet")
+    pytest.importorskip("comet")
+    with pytest.raises(metrics.MetricError, match="--comet-model /no/such/comet"):
+        run.make_scoring(select("europarl/en-fr"), "/no/such/comet", {})
+
+
+# --- the command --------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_help_teaches_every_option_and_names_every_suite():
+    result = runner.invoke(app, ["evaluate", "--help"], terminal_width=400)
+    assert result.exit_code == 0
+    for option in ("--suite", "--system", "--model", "--mapper", "--llm", "--asr", "--asr-data-root", "--data-root",
+                   "--out", "--judge",
+                   "--comet-model", "--limit", "--num-beams", "--max-new-tokens", "--max-frames", "--batch-size"):
+        assert option in result.output
+    for name in suites.SUITES:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--suite", "nope"], "error: --suite: unknown suite 'nope'"),
+    (["--suite", "tts", "--system", "smap"], "error: --system smap needs --model DIR"),
+    (["--suite", "tts", "--system", "cascade", "--llm", "x"], "error: --system cascade needs --asr SPEC"),
+    (["--suite", "tts", "--system", "oracle"], "error: --system: unknown oracle"),
+])
+def test_bad_options_are_one_line_and_exit_2(tmp_path, args, message):
+    result = runner.invoke(app, ["evaluate", *args, "--out", str(tmp_path / "out")], terminal_width=400)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().startswith(message) and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, tiny_llama):
+    """A model folder as `smap attach` writes it: a tiny mapper on the tiny Llama."""
+    from smap.mapper import SpeechMapper, preset
+    from smap.speech_llm import ModelSettings, SpeechLLM
+
+    torch.manual_seed(0)
+    mapper = SpeechMapper(preset("tiny", input_dim=16, output_dim=32))
+    folder = tmp_path_factory.mktemp("model")
+    SpeechLLM.build(mapper, ModelSettings(llm=str(tiny_llama), encoder="test-encoder")).save_pretrained(folder)
+    return folder
+
+
+def test_smap_transcript_and_cascade_end_to_end(root, tiny_model):
+    """All three systems through the real adapters, on ASR and on spoken questions; a missing
+    suite makes the exit code 1."""
+    out = root / "out"
+    store_with(root / "data" / "tts" / "test-qa", [{"text": "what is the capital of france", "answer": "paris"}])
+    result = runner.invoke(app, ["evaluate", "--suite", "tts,fleurs", "--system", "smap,transcript,cascade",
+                                 "--model", str(tiny_model), "--asr", str(tiny_model), "--data-root", str(root / "data"),
+                                 "--out", str(out), "--max-new-tokens", "4"], terminal_width=400)
+    assert result.exit_code == 1, result.output
+    assert "not run: fleurs/en: no feature store" in result.output
+    assert "not run: tts/everyday: no feature store" in result.output
+    data = json.loads((out / "results.json").read_text())
+    assert [(r["split"], r["system"]) for r in data["results"]] == [
+        (split, system) for split in ("test", "test-qa") for system in ("smap", "transcript", "cascade")]
+    assert all(r["n"] == 4 and r["scores"]["wer"] >= 0 for r in data["results"][:3])
+    assert all(0 <= r["scores"]["exact_match"] <= 100 for r in data["results"][3:])
+    qa = json.loads((out / "outputs" / "tts" / "test-qa" / "smap.jsonl").read_text())
+    assert set(qa) == {"id", "text", "answer", "output"}
+    assert data["systems"]["smap"]["encoder"] == "test-encoder"
+    assert data["systems"]["cascade"]["input"] == f"ASR transcript ({tiny_model})"
+    assert (out / "results.md").is_file() and (out / "results.png").is_file()
+    rows = [json.loads(x) for x in (out / "outputs" / "tts" / "test" / "transcript.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["utt0000", "utt0001", "utt0002", "utt0003"]
+
+
+def test_several_named_speech_models_are_rows_of_one_table(root, tiny_model, tiny_llama):
+    out = root / "named"
+    result = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--system", "transcript,smap",
+                                 "--model", f"attach={tiny_model}", "--mapper", f"stage1={tiny_model / 'mapper'}",
+                                 "--llm", str(tiny_llama),
+                                 "--data-root", str(root / "data"), "--out", str(out), "--max-new-tokens", "2"],
+                           terminal_width=400)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    assert [r["system"] for r in data["results"]] == ["transcript", "attach", "stage1"]
+    assert data["systems"]["stage1"]["mapper"] == str(tiny_model / "mapper")
+
+
+def test_two_unnamed_speech_models_with_one_folder_name_are_refused():
+    from smap.evaluate.systems import SystemSpecError, speech_specs
+
+    assert speech_specs(["a/run"], []) == [("smap", "model", "a/run")]
+    with pytest.raises(SystemSpecError, match="two speech models named 'run'"):
+        speech_specs(["a/run"], ["b/run"])
+
+
+def test_smap_refuses_features_of_another_encoder(tmp_path, tiny_model):
+    write_store(tmp_path / "tts" / "test", TEXTS[:1], encoder="other-encoder")
+    from smap.evaluate.systems import Decoding, build
+
+    (system,) = build(["smap"], models=[str(tiny_model)], decoding=Decoding(max_new_tokens=2))
+    res = run.evaluate(select("tts/test"), [system], tmp_path, tmp_path / "out", log=quiet)
+    assert res.problems[0].message == (f"ValueError: {tmp_path / 'tts' / 'test'} holds other-encoder features but the "
+                                       "model reads test-encoder; prepare this split with --encoder test-encoder")
+
+
+@pytest.mark.embedded
+def test_whisper_cascade_reads_its_own_features(tmp_path):
+    """From the split's store if it holds Whisper's features (cut ones would loop without the
+    length cap: 2000%+ WER), else from the split under --asr-data-root, windowed and clean."""
+    from smap.audio import synthesize
+    from smap.encoders import load_encoder
+    from smap.evaluate.systems import WhisperTranscriber
+
+    text = "please send me the report before friday"
+    wav = synthesize(text)
+    wav = torch.as_tensor(wav[0] if isinstance(wav, tuple) else wav)
+    split = select("tts/test")[0]
+    for root, spec in ((tmp_path / "cut", "whisper-tiny.en"), (tmp_path / "windowed", "whisper-tiny.en?window=1")):
+        enc = load_encoder(spec)
+        with StoreWriter(split.store_dir(root), encoder=enc.name, dim=enc.dim, frame_rate=enc.frame_rate) as w:
+            w.add({"id": "a", "text": text, "duration": 2.0}, enc.encode([wav])[0])
+    cut = FeatureStore(split.store_dir(tmp_path / "cut"))
+    (said,) = WhisperTranscriber("whisper-tiny.en")(split, cut, None)
+    assert metrics.wer([text], [said]) <= 30.0, said
+    other = FeatureStore(write_store(split.store_dir(tmp_path / "other"), ["x"], encoder="other-encoder"))
+    other.records[0]["id"] = "a"  # the same utterance, encoded for the mapper
+    (said,) = WhisperTranscriber("whisper-tiny.en", tmp_path / "windowed")(split, other, None)
+    assert said == "Please send me the report before Friday."
+    with pytest.raises(ValueError, match=r"holds other-encoder features, not whisper-tiny.en's; give --asr-data-root"):
+        WhisperTranscriber("whisper-tiny.en")(split, other, None)
+    with pytest.raises(ValueError, match=r"--asr-data-root: tts/test: no feature store .* --encoder whisper-tiny.en --window --out"):
+        WhisperTranscriber("whisper-tiny.en", tmp_path / "nowhere")(split, other, None)

@@ -1,0 +1,145 @@
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import write_store
+from smap.cli import app
+from smap.data.store import FeatureStore
+from smap.generate import generate_store, generate_text, load_model, load_text_lm, request_for
+from smap.llm import load_causal_lm
+from smap.mapper import SpeechMapper, preset
+from smap.llm import tokenizer_fingerprint
+from smap.prompts import Request
+from smap.speech_llm import ModelSettings, PromptedLM, SpeechLLM
+
+runner = CliRunner()
+
+
+def _mapper(folder, llm_folder, input_dim=16, encoder="test-encoder"):
+    llm, tok = load_causal_lm(str(llm_folder))
+    cfg = preset("tiny", input_dim, llm.config.hidden_size)
+    cfg.extra = {"llm": str(llm_folder), "tokenizer": tokenizer_fingerprint(tok), "encoder": encoder}
+    torch.manual_seed(0)
+    SpeechMapper(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def model_dir(tmp_path, tiny_llama):
+    mapper = SpeechMapper.from_pretrained(_mapper(tmp_path / "mapper", tiny_llama))
+    llm, tok = load_causal_lm(str(tiny_llama))
+    SpeechLLM(mapper, PromptedLM(llm, tok, "short"), ModelSettings(llm=str(tiny_llama), encoder="test-encoder",
+                                                                     system="short")).save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_store_outputs_come_back_in_order_and_do_not_depend_on_batching(tmp_path, sentences, model_dir):
+    store = write_store(tmp_path / "s", sentences[:7])
+    model = load_model(model_dir)
+    batched = generate_store(model, store, max_frames=10_000, max_new_tokens=5)
+    alone = generate_store(model, store, max_frames=1, max_new_tokens=5)  # one utterance per batch
+    assert [r["id"] for r in batched] == [r["id"] for r in FeatureStore(store).records]
+    assert batched == alone and all(set(r) == {"id", "task", "prompt", "output"} for r in batched)
+    beams = generate_store(model, store, limit=3, max_new_tokens=5, num_beams=2)
+    assert len(beams) == 3 and beams[0]["prompt"] == "Transcribe the audio."
+
+
+def test_requests_come_from_options_then_records():
+    rec = {"id": "a", "text": "x", "tgt_lang": "fr", "question": "Which colour?", "choices": ["red", "blue"]}
+    assert request_for(rec, "st") == Request("st", "fr")
+    assert request_for(rec, "st", tgt_lang="de").tgt_lang == "de"
+    sqa = request_for(rec, "sqa")
+    assert sqa.question.startswith("Which colour?") and "blue" in sqa.question
+    assert request_for(rec, "sqa", question="Why?").question == "Why?"
+
+
+def test_text_only_path_is_plain_prompting_with_the_text_in_the_speech_slot(tiny_llama):
+    lm = load_text_lm(str(tiny_llama), system="short")
+    texts, requests = ["the speech model", "what was it that he said"], [Request("asr"), Request("free", prompt="the a of")]
+    rows = generate_text(lm, ["t0", "t1"], texts, requests, max_new_tokens=6)
+    for row, text, req in zip(rows, texts, requests):
+        ids = lm.tokenizer(lm.format.render(req.instruction(), speech=text), add_special_tokens=False,
+                           return_tensors="pt")["input_ids"]
+        stock = lm.llm.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=lm.format.eos_id, pad_token_id=lm.pad_id)
+        assert row["output"] == lm.tokenizer.decode(stock[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        assert row["task"] == req.task and row["prompt"] == req.instruction()
+
+
+def test_infer_store_prints_lines_and_writes_jsonl(tmp_path, sentences, model_dir):
+    store = write_store(tmp_path / "s", sentences[:3])
+    out = tmp_path / "o" / "rows.jsonl"
+    result = runner.invoke(app, ["infer", "--model", str(model_dir), "--store", str(store), "--out", str(out),
+                                 "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["utt0000", "utt0001", "utt0002"]
+    for r in rows:
+        assert f"{r['id']}\t{r['output']}" in result.stdout
+
+
+def test_stage1_mapper_with_an_llm_spec(tmp_path, sentences, tiny_llama):
+    store = write_store(tmp_path / "s", sentences[:2])
+    mapper = _mapper(tmp_path / "mapper", tiny_llama)
+    result = runner.invoke(app, ["infer", "--mapper", str(mapper), "--llm", str(tiny_llama), "--store", str(store),
+                                 "--task", "free", "--prompt", "the a", "--max-new-tokens", "3"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("\n") == 2
+
+
+def test_help_explains_every_option():
+    result = runner.invoke(app, ["infer", "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    for opt in ("--model", "--mapper", "--llm", "--store", "--task", "--tgt-lang", "--question", "--prompt",
+                "--num-beams", "--out", "--encoder"):
+        assert opt in result.output
+
+
+@pytest.mark.parametrize("case,message", [
+    ("unreadable_audio", "unreadable audio"),
+    ("missing_audio", "no such audio file"),
+    ("unknown_llm", "no-such-llm: not an LLM spec"),
+    ("no_tgt_lang", "task 'st' needs a target language"),
+    ("not_a_model", "not a smap model folder"),
+    ("both_inputs", "give audio files or --store, not both"),
+])
+def test_errors_are_one_line_nonzero_and_write_nothing(tmp_path, sentences, model_dir, tiny_llama, case, message):
+    store = write_store(tmp_path / "s", sentences[:2])
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEfmt not really audio")
+    args = {
+        "unreadable_audio": [str(bad), "--model", str(model_dir)],
+        "missing_audio": [str(tmp_path / "none.wav"), "--model", str(model_dir)],
+        "unknown_llm": ["--mapper", str(_mapper(tmp_path / "m", tiny_llama)), "--llm", "no-such-llm", "--store", str(store)],
+        "no_tgt_lang": ["--model", str(model_dir), "--store", str(store), "--task", "st"],
+        "not_a_model": ["--model", str(tmp_path), "--store", str(store)],
+        "both_inputs": [str(bad), "--model", str(model_dir), "--store", str(store)],
+    }[case]
+    out = tmp_path / "rows.jsonl"
+    result = runner.invoke(app, ["infer", *args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.output
+    assert not out.exists() and not list(tmp_path.glob(".rows.jsonl*"))
+
+
+@pytest.mark.embedded
+def test_infer_on_a_synthetic_clip_prints_a_transcript(tmp_path):
+    import soundfile as sf
+
+    from smap.audio import SAMPLE_RATE, synthesize
+    from smap.llm import EMBEDDED_LLM
+
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, synthesize("open the door please").numpy(), SAMPLE_RATE)
+    llm, tok = load_causal_lm(EMBEDDED_LLM)
+    cfg = preset("tiny", 384, llm.config.hidden_size)
+    cfg.extra = {"llm": EMBEDDED_LLM, "tokenizer": tokenizer_fingerprint(tok), "encoder": "whisper-tiny.en"}
+    SpeechMapper(cfg).save_pretrained(tmp_path / "mapper")
+    result = runner.invoke(app, ["infer", str(clip), "--mapper", str(tmp_path / "mapper"), "--system", "short",
+                                 "--out", str(tmp_path / "rows.jsonl")])
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "rows.jsonl").read_text())
+    assert row["id"] == str(clip) and row["task"] == "asr" and row["output"].strip()
+    assert f"{clip}\t{row['output']}" in result.stdout

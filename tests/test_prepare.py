@@ -1,0 +1,190 @@
+"""smap prepare: bad items skipped and named, resume without re-encoding, reports, processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from test_encoders import save_tiny_ssl  # tests/ is on sys.path: its conftest.py has no package
+from typer.testing import CliRunner
+
+from smap.audio import synthesize
+from smap.cli import app
+from smap.data.store import FeatureStore
+from smap.prepare import PrepareConfig, batches, prepare
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("tiny-hubert")
+    save_tiny_ssl(folder)
+    return str(folder)
+
+
+def _shards(store: Path) -> dict[str, tuple[str, int]]:
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(store.glob("shard-*.safetensors"))}
+
+
+def _contents(store: Path) -> tuple[list[list[dict]], dict[str, torch.Tensor]]:
+    """Records shard by shard, and every utterance's features."""
+    fs = FeatureStore(store)
+    per_shard: list[list[dict]] = [[] for _ in fs.info.shards]
+    for (k, _), rec in zip(fs._where, fs.records):
+        per_shard[k].append(rec)
+    return per_shard, {r["id"]: f for r, f in fs}
+
+
+def test_batches_respect_the_padded_budget():
+    lengths = [5, 30, 10, 25, 8, 100]
+    groups = batches(lengths, max_total=60, max_size=3)
+    assert groups == [[5], [1, 3], [2, 4, 0]]  # longest first; 2 x 30 and 3 x 10 fit in 60
+    assert sorted(i for g in groups for i in g) == list(range(6))
+    assert batches([4, 4, 4, 4], max_total=100, max_size=2) == [[0, 1], [2, 3]]
+
+
+def test_bad_items_are_skipped_named_and_not_redone(tmp_path, tiny_encoder):
+    data = tmp_path / "data"
+    data.mkdir()
+    sf.write(data / "good1.wav", synthesize("the cat sat on the mat").numpy(), 16000)
+    sf.write(data / "good2.flac", synthesize("a dog ran in the park", "en-us+f2").numpy(), 16000)
+    (data / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + os.urandom(64))
+    sf.write(data / "empty.wav", np.zeros(0, np.float32), 16000)
+    sf.write(data / "silent.wav", np.zeros(8000, np.float32), 16000)
+    rows = [("good1", "good1.wav", "the cat sat on the mat"), ("corrupt", "corrupt.wav", "x y z"),
+            ("missing", "missing.wav", "not here"), ("empty", "empty.wav", "empty clip"),
+            ("silent", "silent.wav", "silence"), ("untranscribed", "good1.wav", " ... "),
+            ("good2", "good2.flac", "a dog ran in the park")]
+    manifest = data / "m.tsv"
+    manifest.write_text("id\taudio\ttext\n" + "".join(f"{i}\t{a}\t{t}\n" for i, a, t in rows))
+    out = tmp_path / "store"
+    args = ["prepare", "--dataset", str(manifest), "--out", str(out), "--encoder", tiny_encoder, "--shard-size", "4"]
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    expected = {"corrupt": "unreadable", "missing": "missing", "empty": "empty", "silent": "empty",
+                "untranscribed": "untranscribed"}
+    for uid, reason in expected.items():
+        assert f"skip {uid}: {reason}" in result.output
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert {s["id"]: s["reason"] for s in report["skipped_items"]} == expected
+    assert report["skip_reasons"] == {"unreadable": 1, "missing": 1, "empty": 2, "untranscribed": 1}
+    assert (report["items"], report["stored"], report["encoded_now"], report["finished"]) == (7, 2, 2, True)
+    assert "missing.wav: no such audio file" in next(s["detail"] for s in report["skipped_items"] if s["id"] == "missing")
+    store = FeatureStore(out)
+    assert sorted(r["id"] for r in store.records) == ["good1", "good2"]
+    for rec, feats in store:
+        assert feats.dtype == torch.float16 and feats.shape == (rec["frames"], 16)
+        assert abs(rec["frames"] - rec["duration"] * 50) <= 2
+    assert "2 utterances" in result.output and "5 skipped" in result.output
+
+    before = _shards(out)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert (report["encoded_now"], report["stored_before"], report["stored"], report["skipped"]) == (0, 2, 2, 5)
+    assert _shards(out) == before  # no shard rewritten
+
+
+def test_too_long_and_frames_per_token(tmp_path, tiny_encoder, tiny_llama):
+    data = tmp_path / "d"
+    data.mkdir()
+    texts = {"short": "the water was long", "long": "we made one more way to find the people"}
+    sf.write(data / "short.wav", synthesize(texts["short"]).numpy(), 16000)
+    sf.write(data / "long.wav", synthesize(texts["long"] + " and then some more of it", rate=100).numpy(), 16000)
+    with open(data / "m.jsonl", "w") as f:
+        for uid, text in texts.items():
+            f.write(json.dumps({"id": uid, "audio": f"{uid}.wav", "text": text}) + "\n")
+    cfg = PrepareConfig(source=str(data / "m.jsonl"), out=str(tmp_path / "s"), encoder=tiny_encoder, max_seconds=3.0,
+                        llm=str(tiny_llama))
+    report = prepare(cfg)
+    assert [(s["id"], s["reason"]) for s in report["skipped_items"]] == [("long", "too long")]
+    fpt = report["frames_per_token"]
+    (rec,) = FeatureStore(tmp_path / "s").records
+    tokens = len(texts["short"].split())  # the tiny tokenizer has one token per word
+    assert fpt["utterances"] == 1 and fpt["mean"] == pytest.approx(rec["frames"] / tokens, abs=1e-3)
+    # The paper's mapper keeps about frames / 4 vectors: enough here.
+    assert fpt["mapper_downsampling"] == 4 and fpt["too_short_for_mapper"] == 0
+    with pytest.raises(ValueError, match="takes at most 30 s"):
+        prepare(PrepareConfig(source="tts", out=str(tmp_path / "t"), max_seconds=60))
+
+
+def test_another_corpus_is_not_mixed_into_a_store(tmp_path, tiny_encoder):
+    out = tmp_path / "s"
+    args = ["prepare", "--dataset", "tts", "--split", "test", "--tts-train", "10", "--tts-dev", "0", "--tts-test", "4",
+            "--encoder", tiny_encoder, "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert CliRunner().invoke(app, args).exit_code == 0  # the same corpus: a resume
+    other = CliRunner().invoke(app, args + ["--seed", "1"])
+    assert other.exit_code == 2
+    assert "holds features of tts (test) prepared with other settings (corpus differs)" in other.output
+    assert len(FeatureStore(out)) == 4
+
+
+@pytest.mark.embedded
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    # A tts split encoded by the embedded Whisper in its 30 s window: slow enough to kill mid-run.
+    args = ["--dataset", "tts", "--split", "dev", "--tts-train", "10", "--tts-test", "10", "--tts-dev", "12",
+            "--shard-size", "2", "--window"]
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "smap.cli", "prepare", *args, "--out", str(killed)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(killed.glob("shard-*.safetensors"))) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = _shards(killed)
+    assert 2 <= len(finished) < 6, "the run was not interrupted mid-way"
+
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads((killed / "prepare_report.json").read_text())
+    done_before = report["stored_before"]
+    assert done_before >= 4 and report["encoded_now"] == 12 - done_before and report["stored"] == 12
+    after = _shards(killed)
+    assert {k: after[k] for k in finished} == finished  # finished shards kept, not re-encoded
+
+    clean = tmp_path / "clean"
+    from smap.data.corpus import CorpusConfig
+
+    prepare(PrepareConfig(source="tts", split="dev", out=str(clean), encoder="whisper-tiny.en",
+                          encoder_options={"window": True}, shard_size=2,
+                          source_options={"tts": CorpusConfig(train=10, test=10, dev=12)}))
+    shards_a, feats_a = _contents(killed)
+    shards_b, feats_b = _contents(clean)
+    assert shards_a == shards_b  # same shards, same records in the same order
+    assert feats_a.keys() == feats_b.keys()
+    assert all(torch.equal(feats_a[k], feats_b[k]) for k in feats_a)
+
+
+def test_two_processes_share_the_work(tmp_path, tiny_encoder):
+    """Two processes started by torchrun, as `accelerate launch --multi_gpu` starts them."""
+    out = tmp_path / "store"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "smap.cli", "prepare", "--dataset", "tts",
+           "--split", "test", "--tts-train", "10", "--tts-dev", "0", "--tts-test", "12", "--shard-size", "3",
+           "--encoder", tiny_encoder, "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.name for p in out.glob("shard-*.safetensors"))
+    assert names == ["shard-r0-00000.safetensors", "shard-r0-00001.safetensors",
+                     "shard-r1-00000.safetensors", "shard-r1-00001.safetensors"]
+    store = FeatureStore(out)  # one index over both processes' shards
+    assert sorted(r["id"] for r in store.records) == [f"tts-test-{i:05d}" for i in range(12)]
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert (report["stored"], report["encoded_now"], report["skipped"]) == (12, 12, 0)

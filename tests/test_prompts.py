@@ -1,0 +1,64 @@
+import random
+
+import pytest
+
+from conftest import make_tokenizer
+from smap.prompts import INSTRUCTIONS, PLACEHOLDER, PromptError, PromptFormat, Request, language_name
+
+
+def test_every_task_has_several_phrasings_and_training_draws_them_all():
+    for task, options in INSTRUCTIONS.items():
+        assert len(options) >= 3, task
+    rng = random.Random(0)
+    drawn = {Request("st", tgt_lang="de").instruction(rng) for _ in range(200)}
+    assert drawn == {o.format(tgt_lang="German") for o in INSTRUCTIONS["st"]}
+
+
+def test_instructions_name_the_language_and_carry_the_question():
+    assert "German" in Request("st", tgt_lang="de").instruction()
+    assert "Klingon" in Request("st", tgt_lang="Klingon").instruction()
+    assert language_name("pt-BR") == "Portuguese"
+    for k in range(len(INSTRUCTIONS["sqa"])):
+        assert "Who spoke first?" in Request("sqa", question="Who spoke first?").instruction(k)
+    assert Request("free", prompt="Summarise the talk.").instruction() == "Summarise the talk."
+
+
+@pytest.mark.parametrize("request_,message", [
+    (Request("st"), "needs a target language"),
+    (Request("sqa"), "needs a question"),
+    (Request("free"), "needs a prompt"),
+    (Request("dictation"), "unknown task 'dictation'"),
+])
+def test_incomplete_requests_are_refused(request_, message):
+    with pytest.raises(PromptError, match=message):
+        request_.instruction()
+
+
+def test_prefix_is_shared_and_prompt_tokens_match_the_rendered_template():
+    fmt = PromptFormat(make_tokenizer(), system="short")
+    rendered = fmt.render("what is it", speech="")
+    assert PLACEHOLDER not in rendered and "helpful" in rendered
+    # prefix + suffix tokens are the rendered template's tokens, the speech being empty
+    assert fmt.prefix_ids + fmt.suffix_ids("what is it") == fmt.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    # the prefix does not depend on the instruction: one cache serves every task and phrasing
+    assert PromptFormat(make_tokenizer(), "short").prefix_ids == fmt.prefix_ids
+    assert fmt.suffix_ids("what is it") != fmt.suffix_ids("the speech")
+
+
+def test_system_options_change_only_the_prefix():
+    tok = make_tokenizer()
+    default, short, custom = (PromptFormat(tok, s) for s in ("default", "short", "you are a speech model"))
+    assert "system" not in default.render("x")  # the test template adds no default system turn
+    assert "You are a helpful assistant." in short.render("x")
+    assert "you are a speech model" in custom.render("x")
+    assert default.suffix_ids("x") == short.suffix_ids("x") == custom.suffix_ids("x")
+    assert len(default.prefix_ids) < len(short.prefix_ids)
+
+
+def test_response_ends_with_eos_and_fallback_template_for_base_models():
+    tok = make_tokenizer()
+    fmt = PromptFormat(tok)
+    assert fmt.response_ids("the speech") == tok("the speech", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    tok.chat_template = None
+    plain = PromptFormat(tok).render("what is it")
+    assert plain.startswith(f"User: {PLACEHOLDER}\nwhat is it") and plain.endswith("Assistant: ")

@@ -1,0 +1,35 @@
+"""The embedded quickstart, `--fast`: every stage on the real embedded default, end to end."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.embedded
+@pytest.mark.slow
+def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_path):
+    work = tmp_path / "qs"
+    run = subprocess.run(["bash", "recipes/quickstart.sh", "--fast"], cwd=ROOT, env={**os.environ, "SMAP_WORK": str(work)},
+                         capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+
+    for split in ("train", "dev", "test", "everyday", "test-qa"):
+        assert (work / "data" / "tts" / split / "store.json").is_file(), split
+    report = json.loads((work / "data" / "tts" / "train" / "prepare_report.json").read_text())
+    assert report["stored"] == 200 and report["finished"]
+    assert (work / "pretrain" / "mapper" / "model.safetensors").is_file()
+    for name in ("ce", "ce-mse"):
+        attach = json.loads((work / f"attach-{name}" / "attach_report.json").read_text())
+        # The starting point is the Stage-1 mapper itself: attaching must beat Stage 1 only.
+        assert attach["ce"] < attach["initial_ce"], (name, attach)
+    results = json.loads((work / "eval" / "results.json").read_text())
+    rows = {(r["split"], r["system"]) for r in results["results"]}
+    systems = ("transcript", "cascade", "stage1", "attach-ce", "attach-ce-mse")
+    assert {(split, s) for split in ("test", "everyday", "test-qa") for s in systems} <= rows
+    table = (work / "eval" / "results.md").read_text()
+    assert all(s in table for s in systems)

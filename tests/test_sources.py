@@ -1,0 +1,249 @@
+"""smap.data.sources and smap.data.corpus: every source lists the same record schema, lazily."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from smap.audio import AudioError, synthesize
+from smap.data.corpus import SPLITS, CorpusConfig, describe, plan, read_lines
+from smap.data.sources import SourceError, open_source
+from smap.text import normalize
+
+SMALL = CorpusConfig(train=400, dev=40, test=60)
+
+
+def _write(path, seconds=0.5, freq=220.0, sr=16000, **kw):
+    t = np.arange(int(sr * seconds)) / sr
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr, **kw)
+    return path
+
+
+# --- the synthetic corpus ------------------------------------------------------------------------
+
+def test_tts_plan_is_seeded_and_splits_are_disjoint():
+    a, b, other = plan(SMALL), plan(SMALL), plan(CorpusConfig(seed=1, train=400, dev=40, test=60))
+    assert a == b
+    assert [u.text for u in a["train"]] != [u.text for u in other["train"]]
+    sentences = {split: {normalize(u.text) for u in utts} for split, utts in a.items()}
+    assert set(a) == set(SPLITS)
+    for i, x in enumerate(SPLITS):
+        for y in SPLITS[i + 1:]:
+            assert not sentences[x] & sentences[y], (x, y)
+    assert len(sentences["train"]) == 400 and len(sentences["test"]) == 60 and len(sentences["dev"]) == 40
+    assert len(sentences["everyday"]) == len(read_lines("everyday_sentences.txt"))
+    # Held-out voices: no test variant is heard in training.
+    variant = lambda u: u.voice.split("+")[1]  # noqa: E731
+    train_variants = {variant(u) for split in ("train", "dev", "train-qa") for u in a[split]}
+    for split in ("test", "everyday", "test-qa"):
+        assert not {variant(u) for u in a[split]} & train_variants
+    # The test sentences do not move when only the training size changes.
+    bigger = plan(CorpusConfig(train=800, dev=40, test=60))
+    assert [u.text for u in bigger["test"]] == [u.text for u in a["test"]]
+
+
+def test_tts_has_thousands_of_training_sentences_and_spoken_questions():
+    full = plan(CorpusConfig(train=8000))
+    assert len({u.text for u in full["train"]}) == 8000
+    qa = full["train-qa"] + full["test-qa"]
+    assert len(qa) > 200 and all(u.answer and u.text.endswith("?") for u in qa)
+    rec = full["test-qa"][0].record()
+    assert rec["answer"] == full["test-qa"][0].answer and "question" not in rec
+    stats = describe(full)
+    assert stats["test"]["train_word_coverage"] > 0.9  # vocab=5000: test words the training text covers
+    with pytest.raises(ValueError, match="only .* have all their words in the top 5000"):
+        plan(CorpusConfig(train=50000))
+
+
+def test_tts_audio_checksums_do_not_depend_on_order():
+    utts = plan(SMALL)["test"][:4]
+
+    def digests(order):
+        return {utts[i].id: hashlib.sha256(utts[i].synthesize().numpy().tobytes()).hexdigest() for i in order}
+
+    assert digests([0, 1, 2, 3]) == digests([3, 1, 0, 2])
+    source = open_source("tts", "test", tts=SMALL)
+    first = source.items[0]
+    assert first.record == {"id": "tts-test-00000", "text": utts[0].text, "speaker": utts[0].voice,
+                            "split": "test", "src_lang": "en"}
+    assert torch.equal(first.load(16000), utts[0].synthesize())
+    assert source.info["splits"]["test"]["utterances"] == 60
+    with pytest.raises(SourceError, match="no split 'nope'"):
+        open_source("tts", "nope")
+
+
+# --- manifests and folders ---------------------------------------------------------------------
+
+def test_jsonl_manifest_rows_and_problems(tmp_path):
+    _write(tmp_path / "a.wav")
+    (tmp_path / "clips").mkdir()
+    _write(tmp_path / "clips" / "b.flac", seconds=1.0)
+    lines = [
+        json.dumps({"audio": "a.wav", "text": "hello there", "speaker": "s1"}),
+        json.dumps({"id": "b", "audio": "clips/b.flac", "text": "general kenobi", "translation": "hola", "tgt_lang": "es"}),
+        "{broken",
+        json.dumps({"audio": "", "text": "no audio"}),
+        json.dumps({"id": "b", "audio": "a.wav", "text": "same id again"}),
+        "",
+        json.dumps({"audio": "a.wav", "id": "seg", "text": "part", "start": 0.1, "end": 0.3}),
+        json.dumps({"audio": "a.wav", "text": "a span", "start": 0.25, "end": 0.5}),
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    src = open_source(str(manifest))
+    by_id = {it.id: it for it in src.items if not it.error}
+    assert by_id["a"].record == {"id": "a", "text": "hello there", "speaker": "s1"}
+    assert by_id["b"].record["translation"] == "hola" and by_id["b"].load(16000).numel() == 16000
+    assert by_id["seg"].load(16000).numel() == 3200
+    assert by_id["a_0.25_0.5"].load(16000).numel() == 4000  # a segment without an id is named by its span
+    errors = {it.id: it.error for it in src.items if it.error}
+    assert errors == {"m.jsonl:3": "line 3: malformed JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",
+                      "m.jsonl:4": "line 4: empty 'audio'", "b": "line 5: duplicate id 'b'"}
+
+
+def test_tsv_and_csv_manifests_with_audio_dir_and_fields(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    _write(clips / "x.wav")
+    (tmp_path / "cv.tsv").write_text("path\tsentence\tsplit\nx.wav\tHi there.\ttest\nx.wav\tOther.\ttrain\n")
+    src = open_source(str(tmp_path / "cv.tsv"), "test", audio_dir=clips)
+    assert [it.record for it in src.items] == [{"id": "x", "text": "Hi there.", "split": "test"}]
+    assert src.items[0].load(16000).numel() == 8000
+    (tmp_path / "m.csv").write_text("wavfile,words\nclips/x.wav,one two\n")
+    src = open_source(str(tmp_path / "m.csv"), audio_field="wavfile", text_field="words")
+    assert src.items[0].record["text"] == "one two"
+    with pytest.raises(SourceError, match=r"m.csv: no audio path column .* --audio-field"):
+        open_source(str(tmp_path / "m.csv"))
+    with pytest.raises(SourceError, match="no column 'nope' \\(--text-field\\)"):
+        open_source(str(tmp_path / "m.csv"), audio_field="wavfile", text_field="nope")
+    with pytest.raises(SourceError, match="has no 'split' column"):
+        open_source(str(tmp_path / "m.csv"), "test", audio_field="wavfile", text_field="words")
+
+
+def test_librispeech_layout_folder(tmp_path):
+    chapter = tmp_path / "test-clean" / "1089" / "134686"
+    chapter.mkdir(parents=True)
+    _write(chapter / "1089-134686-0000.flac")
+    _write(chapter / "1089-134686-0001.flac", seconds=0.25)
+    (chapter / "1089-134686.trans.txt").write_text("1089-134686-0000 HE HOPED THERE WOULD BE STEW\n1089-134686-0001 STUFF IT\n")
+    src = open_source(str(tmp_path / "test-clean"))
+    assert [it.id for it in src.items] == ["1089-134686-0000", "1089-134686-0001"]
+    assert src.items[0].record == {"id": "1089-134686-0000", "text": "HE HOPED THERE WOULD BE STEW",
+                                   "speaker": "1089", "src_lang": "en", "split": "test-clean"}
+    assert src.items[1].load(16000).numel() == 4000
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no \\*.trans.txt files"):
+        open_source(str(tmp_path / "empty"))
+
+
+# --- Hugging Face datasets and official releases ---------------------------------------------------
+
+def _flac_bytes(tmp_path, seconds) -> bytes:
+    return _write(tmp_path / f"tmp{seconds}.flac", seconds=seconds).read_bytes()
+
+
+def test_hub_librispeech_and_fleurs_from_a_local_copy(tmp_path):
+    import datasets
+
+    rows = {"file": ["a.flac", "b.flac"], "audio": [{"bytes": _flac_bytes(tmp_path, 0.5), "path": "a.flac"},
+                                                    {"bytes": _flac_bytes(tmp_path, 1.0), "path": "b.flac"}],
+            "text": ["HELLO WORLD", "GOOD BYE"], "speaker_id": [1, 2], "chapter_id": [3, 3], "id": ["1-3-0", "2-3-1"]}
+    ds = datasets.Dataset.from_dict(rows).cast_column("audio", datasets.Audio(sampling_rate=16000))
+    ds.save_to_disk(str(tmp_path / "ls"))
+    src = open_source("librispeech", "test-clean", data_dir=tmp_path / "ls")
+    assert [it.record for it in src.items] == [
+        {"id": "1-3-0", "text": "HELLO WORLD", "src_lang": "en", "split": "test-clean", "speaker": "1"},
+        {"id": "2-3-1", "text": "GOOD BYE", "src_lang": "en", "split": "test-clean", "speaker": "2"}]
+    assert src.items[1].load(16000).numel() == 16000  # decoded by soundfile, not torchcodec
+    fleurs = datasets.Dataset.from_dict({"id": [7, 7], "audio": rows["audio"], "raw_transcription": ["Hi.", "Hi."],
+                                         "transcription": ["hi", "hi"]})
+    fleurs.save_to_disk(str(tmp_path / "fl"))
+    src = open_source("fleurs", "test", data_dir=tmp_path / "fl")
+    assert [it.id for it in src.items] == ["7-0", "7-1"]  # one sentence, two speakers
+    assert src.items[0].record["src_lang"] == "en"
+    with pytest.raises(SourceError, match="no split 'test.clean'"):
+        open_source("librispeech", "test.clean", data_dir=tmp_path / "ls")
+
+
+def test_covost2_reads_common_voice_clips(tmp_path):
+    clips = tmp_path / "cv" / "en" / "clips"
+    clips.mkdir(parents=True)
+    _write(clips / "common_voice_en_1.mp3", seconds=1.0, sr=48000, format="MP3")
+    (tmp_path / "cv" / "covost_v2.en_de.tsv").write_text(
+        "path\tsentence\ttranslation\tclient_id\tsplit\n"
+        "common_voice_en_1.mp3\tHe said \"yes\".\tEr sagte \"ja\".\tc1\ttest\n"
+        "common_voice_en_2.mp3\tOther.\tAndere.\tc2\ttrain\n")
+    src = open_source("covost2", "test", data_dir=tmp_path / "cv", pair="en-de")
+    assert [it.record for it in src.items] == [{"id": "common_voice_en_1", "text": 'He said "yes".', "translation": 'Er sagte "ja".',
+                                                "src_lang": "en", "tgt_lang": "de", "speaker": "c1", "split": "test"}]
+    assert abs(src.items[0].load(16000).numel() - 16000) < 1200  # MP3 decoder delay aside
+    with pytest.raises(SourceError, match=r"covost_v2.en_zh-CN.tsv .*commonvoice.mozilla.org"):
+        open_source("covost2", "test", data_dir=tmp_path / "cv", pair="en-zh")
+    with pytest.raises(SourceError, match="needs, under --data-dir: the clips/ folder of Common Voice English"):
+        open_source("covost2", "test")
+    with pytest.raises(SourceError, match="--pair fr-en: expected en-XX"):
+        open_source("covost2", "test", pair="fr-en")
+
+
+def test_europarl_st_segments_and_m4a(tmp_path):
+    root = tmp_path / "v1.1"
+    (root / "en" / "fr" / "test").mkdir(parents=True)
+    (root / "en" / "audios").mkdir(parents=True)
+    _write(root / "en" / "audios" / "talk1.flac", seconds=3.0)
+    (root / "en" / "fr" / "test" / "segments.lst").write_text("talk1 0.50 1.25\ntalk1 2.00 3.00\n")
+    (root / "en" / "fr" / "test" / "segments.en").write_text("First part.\nSecond part.\n")
+    (root / "en" / "fr" / "test" / "segments.fr").write_text("Première partie.\nDeuxième partie.\n")
+    src = open_source("europarl-st", "test", data_dir=root, pair="en-fr")
+    assert src.items[1].record == {"id": "talk1_2.00_3.00", "text": "Second part.", "translation": "Deuxième partie.",
+                                   "src_lang": "en", "tgt_lang": "fr", "split": "test"}
+    assert src.items[0].load(16000).numel() == 12000
+    (root / "en" / "audios" / "talk1.flac").rename(root / "en" / "audios" / "talk1.m4a")
+    with pytest.raises(SourceError, match=r"m4a only, which soundfile cannot decode; convert them once: cd .* ffmpeg"):
+        open_source("europarl-st", "test", data_dir=root, pair="en-fr")
+    with pytest.raises(SourceError, match="segments.lst not found"):
+        open_source("europarl-st", "test", data_dir=root, pair="en-de")
+
+
+def test_librisqa_over_local_librispeech(tmp_path):
+    chapter = tmp_path / "LibriSpeech" / "test-clean" / "61" / "70968"
+    chapter.mkdir(parents=True)
+    _write(chapter / "61-70968-0000.flac")
+    (tmp_path / "LibriSQA-PartI-test.json").write_text(json.dumps([
+        {"speech_path": "test-clean/61/70968/61-70968-0000.flac", "question": "Who spoke?", "answer": "A man.",
+         "text": "HE BEGAN A CONFUSED COMPLAINT", "duration": 0.5},
+        {"speech_path": "test-clean/61/70968/61-70968-0000.flac", "question": "What about?", "answer": "A complaint.",
+         "text": "HE BEGAN A CONFUSED COMPLAINT", "duration": 0.5},
+        {"speech_path": "test-clean/1/1/1-1-1.flac", "question": "?", "answer": "!", "text": "X", "duration": 1}]))
+    src = open_source("librisqa", "test", data_dir=tmp_path)
+    assert [it.id for it in src.items] == ["61-70968-0000-q1", "61-70968-0000-q2", "1-1-1-q1"]
+    assert src.items[1].record["question"] == "What about?" and src.items[1].record["answer"] == "A complaint."
+    assert src.items[0].load(16000).numel() == 8000
+    assert src.items[2].error == f"audio 1-1-1.flac not found under {tmp_path}"
+
+
+def test_spoken_squad_joins_a_passage_from_its_sentences(tmp_path):
+    wavs = tmp_path / "dev_wav"
+    wavs.mkdir()
+    _write(wavs / "0_0_0.wav", seconds=0.5)
+    _write(wavs / "0_0_1.wav", seconds=0.75)
+    (tmp_path / "spoken_test-v1.1.json").write_text(json.dumps({"data": [{"title": "T", "paragraphs": [
+        {"context": "the asr text of the passage", "qas": [{"id": "q1", "question": "What?", "answers": [{"text": "passage", "answer_start": 20}]}]}]}]}))
+    src = open_source("spoken-squad", "test", data_dir=tmp_path)
+    assert src.items[0].record == {"id": "q1", "text": "the asr text of the passage", "question": "What?",
+                                   "answer": "passage", "src_lang": "en", "split": "test"}
+    assert src.items[0].load(16000).numel() == 20000
+
+
+def test_unknown_names_and_unreadable_items(tmp_path):
+    with pytest.raises(SourceError, match="not a known source"):
+        open_source("no-such-thing")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio": "gone.wav", "text": "x"}) + "\n")
+    item = open_source(str(tmp_path / "m.jsonl")).items[0]
+    with pytest.raises(AudioError, match="gone.wav: no such audio file"):
+        item.load(16000)
+    assert synthesize("ok").numel() > 0

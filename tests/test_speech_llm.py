@@ -1,0 +1,161 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import save_tiny_causal_lm
+from smap.llm import LLMSpecError, load_causal_lm
+from smap.losses import pad_targets, weighted_mse
+from smap.mapper import SpeechMapper, preset
+from smap.speech_llm import (IGNORE, MODEL_FILE, ModelMismatchError, ModelSettings, PromptedLM, SpeechLLM,
+                             read_settings)
+from smap.llm import tokenizer_fingerprint
+
+INSTRUCTIONS = ["Transcribe the audio.", "what is it", "the a of to and"]
+RESPONSES = ["the a of", "to and in is it that", "was"]
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def lm(request, tmp_path_factory) -> PromptedLM:
+    folder = save_tiny_causal_lm(tmp_path_factory.mktemp(request.param), arch=request.param)
+    llm, tok = load_causal_lm(str(folder))
+    return PromptedLM(llm, tok, system="short")
+
+
+def _contents(dim: int, lengths=(5, 9, 3), seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, dim, generator=g) for n in lengths]
+
+
+def _mapper(lm: PromptedLM, **extra) -> SpeechMapper:
+    cfg = preset("tiny", 16, lm.llm.config.hidden_size)
+    cfg.extra = {"tokenizer": tokenizer_fingerprint(lm.tokenizer), "llm": "tiny", **extra}
+    torch.manual_seed(0)
+    return SpeechMapper(cfg)
+
+
+@pytest.mark.parametrize("pad_left", [False, True])
+def test_speech_vectors_sit_exactly_at_the_placeholder(lm, pad_left):
+    contents = _contents(lm.llm.config.hidden_size)
+    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
+    responses = [lm.format.response_ids(r) for r in RESPONSES]
+    a = lm.assemble(contents, suffixes, responses, pad_left=pad_left)
+    for b, content in enumerate(contents):
+        s, n = int(a.content_start[b]), len(content)
+        tokens = suffixes[b] + responses[b]
+        assert torch.equal(a.embeds[b, s : s + n], content)  # bit-exact speech vectors
+        assert torch.equal(a.embeds[b, s + n : s + n + len(tokens)], lm.embed(tokens))
+        real = a.mask[b].bool()
+        assert int(real.sum()) == n + len(tokens) and bool(real[s : s + n + len(tokens)].all())
+        assert not a.embeds[b][~real].any()  # padding is zeros
+        assert (s == 0) != pad_left or a.embeds.shape[1] == n + len(tokens)
+
+
+def test_labels_cover_the_response_and_nothing_else(lm):
+    contents = _contents(lm.llm.config.hidden_size)
+    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
+    responses = [lm.format.response_ids(r) for r in RESPONSES]
+    a = lm.assemble(contents, suffixes, responses)
+    for b in range(len(contents)):
+        labelled = (a.labels[b] != IGNORE).nonzero().flatten()
+        start = len(contents[b]) + len(suffixes[b])
+        assert labelled.tolist() == list(range(start, start + len(responses[b])))
+        assert a.labels[b, labelled].tolist() == responses[b]
+        assert responses[b][-1] == lm.tokenizer.eos_token_id
+
+
+def _reference_ce(lm: PromptedLM, contents, suffixes, responses) -> torch.Tensor:
+    """One example at a time, whole prompt through the stock forward, no padding, no cache."""
+    total, count = 0.0, 0
+    for content, suffix, response in zip(contents, suffixes, responses):
+        seq = torch.cat([lm.embed(lm.format.prefix_ids), content, lm.embed(suffix + response)])[None]
+        logits = lm.llm(inputs_embeds=seq).logits[0]
+        r = len(response)
+        total += F.cross_entropy(logits[-r - 1 : -1], torch.tensor(response), reduction="sum")
+        count += r
+    return total / count
+
+
+def test_prefix_cache_and_label_logits_give_the_full_forwards_loss(lm):
+    contents = _contents(lm.llm.config.hidden_size)
+    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
+    responses = [lm.format.response_ids(r) for r in RESPONSES]
+    reference = _reference_ce(lm, contents, suffixes, responses)
+    for cache in (True, False):
+        for at_labels in (True, False):
+            lm.use_prefix_cache, lm.logits_at_labels = cache, at_labels
+            ce, n = lm.response_loss(contents, suffixes, responses)
+            assert n == sum(map(len, responses))
+            assert abs(float(ce) - float(reference)) < 1e-5, (cache, at_labels)
+    lm.use_prefix_cache = lm.logits_at_labels = True
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_batched_cached_generation_matches_one_at_a_time_uncached(lm, beams):
+    contents = _contents(lm.llm.config.hidden_size, seed=1)
+    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
+    lm.use_prefix_cache = True
+    batched = lm.generate(contents, suffixes, max_new_tokens=6, num_beams=beams)
+    lm.use_prefix_cache = False
+    alone = [lm.generate([c], [s], max_new_tokens=6, num_beams=beams)[0] for c, s in zip(contents, suffixes)]
+    lm.use_prefix_cache = True
+    assert batched == alone and any(batched)
+
+
+def test_gradients_reach_the_mapper_only_and_ce_plus_mse_adds_the_stage1_loss(lm):
+    model = SpeechLLM(_mapper(lm), lm, ModelSettings(llm="tiny"))
+    g = torch.Generator().manual_seed(0)
+    features, lengths = torch.randn(3, 40, 16, generator=g), torch.tensor([40, 28, 33])
+    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
+    responses = [lm.format.response_ids(r) for r in RESPONSES]
+    tokens = [torch.tensor([4, 5, 6]), torch.tensor([], dtype=torch.long), torch.tensor([7, 8])]
+    ce_only, logs = model(features, lengths, suffixes, responses)
+    both, logs2 = model(features, lengths, suffixes, responses, tokens, mse_weight=0.5)
+    # the MSE is Stage 1's, over the rows that have a transcript
+    emb, out_len = model.mapper(features, lengths)
+    tg = pad_targets([tokens[0], tokens[2]], out_len[[0, 2]], lm.llm.get_input_embeddings().weight, lm.pad_id)
+    mse = float(weighted_mse(emb[[0, 2]], tg.target, tg.weight).detach())
+    assert abs(float(both.detach()) - (float(ce_only.detach()) + 0.5 * mse)) < 1e-5 and logs2["mse"] == pytest.approx(mse)
+    both.backward()
+    assert all(p.grad is not None for p in model.mapper.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in lm.llm.parameters())
+    assert [n for n, _ in model.named_parameters()] == [f"mapper.{n}" for n, _ in model.mapper.named_parameters()]
+
+
+def test_mismatched_mapper_is_refused_naming_both_sides(lm):
+    wrong_dim = SpeechMapper(preset("tiny", 16, 48))
+    with pytest.raises(ModelMismatchError, match=r"48-d vectors but tiny-llm takes 32-d"):
+        SpeechLLM(wrong_dim, lm, ModelSettings(llm="tiny-llm"))
+    ours = tokenizer_fingerprint(lm.tokenizer)
+    other = _mapper(lm, tokenizer="0123456789abcdef", vocab_size=50000, llm="other-llm")
+    with pytest.raises(ModelMismatchError) as e:
+        SpeechLLM(other, lm, ModelSettings(llm="tiny-llm"))
+    assert "other-llm (50000 tokens, fingerprint 0123456789abcdef)" in str(e.value)
+    assert f"tiny-llm has {len(lm.tokenizer)} tokens, fingerprint {ours}" in str(e.value)
+
+
+def test_model_folder_round_trip(tmp_path, tiny_llama):
+    llm, tok = load_causal_lm(str(tiny_llama))
+    lm = PromptedLM(llm, tok, system="short")
+    settings = ModelSettings(llm=str(tiny_llama), encoder="test-encoder", system="short", provenance={"stage": 2})
+    model = SpeechLLM(_mapper(lm), lm, settings)
+    model.save_pretrained(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
+    assert manifest["llm"] == str(tiny_llama) and manifest["encoder"] == "test-encoder" and manifest["system"] == "short"
+    again = SpeechLLM.from_pretrained(tmp_path / "m")
+    assert again.settings == settings and again.lm.format.prefix_ids == lm.format.prefix_ids
+    for (n, p), (_, q) in zip(model.mapper.state_dict().items(), again.mapper.state_dict().items()):
+        assert torch.equal(p, q), n
+    with pytest.raises(FileNotFoundError, match="not a smap model folder"):
+        read_settings(tmp_path)
+
+
+def test_stage1_mapper_attaches_to_its_llm_and_unknown_specs_fail(tmp_path, tiny_llama):
+    llm, tok = load_causal_lm(str(tiny_llama))
+    mapper = _mapper(PromptedLM(llm, tok), llm=str(tiny_llama), encoder="test-encoder")
+    mapper.save_pretrained(tmp_path / "mapper")
+    model = SpeechLLM.from_mapper(tmp_path / "mapper")
+    assert model.settings.llm == str(tiny_llama.resolve()) and model.settings.encoder == "test-encoder"
+    with pytest.raises(LLMSpecError, match="no-such-llm: not an LLM spec"):
+        SpeechLLM.from_mapper(tmp_path / "mapper", llm="no-such-llm")
