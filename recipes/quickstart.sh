@@ -65,6 +65,6 @@ done
 
 step "4/4 evaluate: topline, cascade, Stage 1 only, attach CE, attach CE+MSE"
 smap evaluate --suite tts --data-root "$DATA" --out "$WORK/eval" --system transcript,cascade,smap \
-  --asr whisper-tiny.en --asr-data-root "$WORK/asr-data" --mapper "stage1=$WORK/pretrain" \
+  --asr whisper-tiny.en --asr-data-root "$WORK/asr-data" --mapper "stage1=$WORK/pretrain/mapper" \
   --model "attach-ce=$WORK/attach-ce" --model "attach-ce-mse=$WORK/attach-ce-mse" "${limit[@]}"
 echo "table: $WORK/eval/results.md"

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, collate
 from smap.data.store import atomic_write_text, open_stores
 from smap.generate import generate_features, request_for
-from smap.mapper import SpeechMapper
+from smap.mapper import SpeechMapper, mapper_folder
 from smap.speech_llm import ModelMismatchError, ModelSettings, SpeechLLM, stable_spec
 from smap.text import normalize
 from smap.training import LoopConfig, console, fit, make_accelerator
@@ -156,11 +156,6 @@ def heldout_ce(model: SpeechLLM, data: UtteranceDataset, max_frames: int, limit:
     return total / max(count, 1)
 
 
-def _mapper_dir(path: str) -> Path:
-    p = Path(path)
-    return p / "mapper" if (p / "mapper" / "config.json").is_file() else p
-
-
 def attach(cfg: AttachConfig) -> Path:
     """Run Stage 2; returns the model folder (`cfg.out`)."""
     if cfg.mode not in MODES:
@@ -168,7 +163,7 @@ def attach(cfg: AttachConfig) -> Path:
     if cfg.asr_target not in ("normalized", "raw"):
         raise ValueError(f"--asr-target must be normalized or raw, not {cfg.asr_target!r}")
     acc = make_accelerator(cfg)
-    mapper_dir = _mapper_dir(cfg.mapper)
+    mapper_dir = mapper_folder(cfg.mapper)
     mapper = SpeechMapper.from_pretrained(mapper_dir)
     stores = open_stores(cfg.train)
     asr_stores = open_stores(cfg.asr_train or cfg.train) if cfg.mode == "task" else []

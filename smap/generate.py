@@ -78,7 +78,9 @@ def _cap(requests: Sequence[Request], contents: Sequence[torch.Tensor], max_new_
 
 
 def _rows(ids, requests, instructions, outputs) -> list[dict]:
-    return [{"id": i, "task": r.task, "prompt": p, "output": o} for i, r, p, o in zip(ids, requests, instructions, outputs)]
+    # A transcript is one line: what a chat model adds after a line break is commentary.
+    return [{"id": i, "task": r.task, "prompt": p, "output": o.strip().split("\n")[0] if r.task == "asr" else o}
+            for i, r, p, o in zip(ids, requests, instructions, outputs)]
 
 
 @torch.no_grad()

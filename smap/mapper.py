@@ -112,6 +112,12 @@ def sinusoids(length: int, dim: int, device=None) -> torch.Tensor:
     return pe if pe.shape[1] == dim else nn.functional.pad(pe, (0, dim - pe.shape[1]))
 
 
+def mapper_folder(path: str | Path) -> Path:
+    """A mapper folder, or the `smap pretrain` run folder that holds one in mapper/."""
+    p = Path(path)
+    return p / "mapper" if (p / "mapper" / CONFIG_FILE).is_file() else p
+
+
 class MapperBlock(nn.Module):
     """Conv1d downsampling -> Transformer encoder stack -> linear up-projection."""
 
@@ -171,7 +177,8 @@ class SpeechMapper(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> SpeechMapper:
-        directory = Path(directory)
+        """Load from a mapper folder or a pretrain run folder (see `mapper_folder`)."""
+        directory = mapper_folder(directory)
         cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
         for p in (cfg_path, w_path):
             if not p.is_file():

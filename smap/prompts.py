@@ -27,6 +27,9 @@ TASKS = ("asr", "st", "sqa", "free")
 
 INSTRUCTIONS: dict[str, tuple[str, ...]] = {
     "asr": (
+        # Inference uses the first: of these, it is the one SmolLM2-135M follows best when given
+        # the transcript as text (the topline): 35% WER against 120% for "Transcribe the audio."
+        "Repeat exactly what is said.",
         "Transcribe the audio.",
         "Write down exactly what the speaker says.",
         "Repeat the words spoken in this recording.",

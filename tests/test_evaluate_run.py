@@ -183,7 +183,7 @@ def test_a_spoken_question_is_its_transcript(tmp_path):
     judge = lambda batch: prompts.extend(batch) or ["yes"] * len(batch)  # noqa: E731
     res = run.evaluate(select("tts/test-qa"), [Fake("qa", lambda r: "Paris.")], tmp_path, tmp_path / "out",
                        run.Scoring(judges={"j": judge}), log=quiet)
-    assert res.entries[0].scores == {"exact_match": 50.0, "judged": 100.0, "judged[j]": 100.0}
+    assert res.entries[0].scores == {"answer_in_output": 50.0, "exact_match": 50.0, "judged": 100.0, "judged[j]": 100.0}
     assert "Question: what is two plus two\n" in prompts[1]
 
 

@@ -11,7 +11,7 @@ from smap.generate import generate_store, generate_text, load_model, load_text_l
 from smap.llm import load_causal_lm
 from smap.mapper import SpeechMapper, preset
 from smap.llm import tokenizer_fingerprint
-from smap.prompts import Request
+from smap.prompts import INSTRUCTIONS, Request
 from smap.speech_llm import ModelSettings, PromptedLM, SpeechLLM
 
 runner = CliRunner()
@@ -43,7 +43,7 @@ def test_store_outputs_come_back_in_order_and_do_not_depend_on_batching(tmp_path
     assert [r["id"] for r in batched] == [r["id"] for r in FeatureStore(store).records]
     assert batched == alone and all(set(r) == {"id", "task", "prompt", "output"} for r in batched)
     beams = generate_store(model, store, limit=3, max_new_tokens=5, num_beams=2)
-    assert len(beams) == 3 and beams[0]["prompt"] == "Transcribe the audio."
+    assert len(beams) == 3 and beams[0]["prompt"] == INSTRUCTIONS["asr"][0]
 
 
 def test_requests_come_from_options_then_records():

@@ -221,3 +221,12 @@ def test_comet_runs_for_real_on_a_tiny_model_from_a_local_folder(tmp_path):
     direct = model.predict([{"src": src[0], "mt": hyp[0], "ref": ref[0]}], gpus=0, progress_bar=False)
     assert got == pytest.approx(100 * direct.system_score)
     assert metrics.comet(src, ref, hyp, model) == pytest.approx(got)  # deterministic in eval mode
+
+
+def test_answer_in_output_finds_the_answer_as_whole_words():
+    from smap.evaluate.metrics import answer_in_output
+
+    refs = ["Nairobi", "12", "the Pacific Ocean", "red"]
+    hyps = ["The capital of Kenya is Nairobi.", "It is 120.", "Pacific ocean, I think", "I don't know"]
+    # 1: yes; 2: "120" is not "12"; 3: yes (article dropped, case and punctuation normalised); 4: no
+    assert answer_in_output(refs, hyps) == 50.0

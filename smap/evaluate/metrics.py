@@ -5,7 +5,8 @@
   optional unbabel-comet), and `adherence`: the share of outputs identified as the requested
   language, and the share identified as English (the zero-shot failure mode).
 - SQA: `judged_accuracy` by one or more judge LLMs averaged, `exact_choice` for
-  multiple-choice sets, `exact_match` for short answers.
+  multiple-choice sets, `exact_match` for short answers, `answer_in_output` for short answers
+  inside a chattier reply.
 
 Every function takes parallel lists and refuses lists of different lengths or empty ones.
 """
@@ -308,3 +309,15 @@ def exact_match(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """% of outputs equal to the reference answer after normalisation (case, punctuation, articles)."""
     n = _check(refs, hyps)
     return 100.0 * sum(_answer_words(r) == _answer_words(h) for r, h in zip(refs, hyps)) / n
+
+
+def answer_in_output(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """% of outputs that contain the reference answer as whole words, after the same
+    normalisation: a chatty "The capital of Kenya is Nairobi." answers "Nairobi" right."""
+    n = _check(refs, hyps)
+
+    def contains(ref: str, hyp: str) -> bool:
+        r, h = _answer_words(ref), _answer_words(hyp)
+        return bool(r) and any(h[i : i + len(r)] == r for i in range(len(h) - len(r) + 1))
+
+    return 100.0 * sum(contains(r, h) for r, h in zip(refs, hyps)) / n

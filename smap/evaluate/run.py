@@ -139,6 +139,8 @@ def score(split: Split, records: list[dict], hyps: list[str], scoring: Scoring) 
             scores["exact_choice"] = metrics.exact_choice(hyps, refs, choices)
         elif name == "exact_match":
             scores["exact_match"] = metrics.exact_match([str(x) for x in refs], hyps)
+        elif name == "answer_in_output":
+            scores["answer_in_output"] = metrics.answer_in_output([str(x) for x in refs], hyps)
     return scores, notes
 
 
