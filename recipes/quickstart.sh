@@ -68,3 +68,4 @@ smap evaluate --suite tts --data-root "$DATA" --out "$WORK/eval" --system transc
   --asr whisper-tiny.en --asr-data-root "$WORK/asr-data" --mapper "stage1=$WORK/pretrain/mapper" \
   --model "attach-ce=$WORK/attach-ce" --model "attach-ce-mse=$WORK/attach-ce-mse" "${limit[@]}"
 echo "table: $WORK/eval/results.md"
+python benchmarks/learning_curves.py "$WORK"

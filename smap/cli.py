@@ -74,6 +74,7 @@ def pretrain(
     valid: Annotated[Optional[list[Path]], typer.Option("--valid", help="Feature store(s) for validation loss and nearest-embedding WER.")] = None,
     preset: Annotated[str, typer.Option(help="Mapper size: 'paper' (~277M, 1024->2048->4096), 'small' (CPU, ~12M), 'tiny' (tests).")] = "small",
     layers: Annotated[Optional[int], typer.Option(help="Transformer layers per block (overrides the preset).")] = None,
+    dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Dropout in the Transformer layers (overrides the preset: 0.1, tiny 0).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 10000,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 1e-3,
     warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps before the cosine decay (paper: 100K of its run).")] = 500,
@@ -99,7 +100,7 @@ def pretrain(
 
     cfg = PretrainConfig(
         train=[str(p) for p in train], valid=[str(p) for p in valid or []], llm=llm, out=str(out),
-        preset=preset, layers=layers, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
+        preset=preset, layers=layers, dropout=dropout, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
         max_frames=max_frames, grad_accum=grad_accum, clip=clip, alpha=alpha,
         mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
         keep=keep, resume=resume, time_budget=time_budget,

@@ -41,6 +41,7 @@ class PretrainConfig(LoopConfig):
     llm: str = "smollm2-135m"
     preset: str = "small"
     layers: int | None = None
+    dropout: float | None = None  # None: the preset's
     max_frames: int = 12000
     alpha: float = 5.0
     max_valid: int = 200  # validation utterances decoded for the intrinsic WER
@@ -91,7 +92,7 @@ class Stage1:
 
 
 def build_mapper(cfg: PretrainConfig, input_dim: int, emb: LLMEmbeddings, encoder: str) -> SpeechMapper:
-    overrides = {"n_layers": cfg.layers} if cfg.layers else {}
+    overrides = {k: v for k, v in (("n_layers", cfg.layers), ("dropout", cfg.dropout)) if v is not None}
     mcfg = preset(cfg.preset, input_dim, emb.dim, **overrides)
     mcfg.extra = {
         "encoder": encoder,

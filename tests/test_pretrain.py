@@ -108,3 +108,19 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, stores, tiny
     a = SpeechMapper.from_pretrained(tmp_path / "full" / "mapper").state_dict()
     b = SpeechMapper.from_pretrained(tmp_path / "killed" / "mapper").state_dict()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+@pytest.mark.embedded
+def test_stage1_overfits_a_small_store_of_the_embedded_default(tmp_path):
+    """Real Whisper tiny.en features of eSpeak speech, SmolLM2's embeddings: a few utterances are
+    learned until nearest-embedding decoding gives their transcripts back (WER below 10%)."""
+    from smap.prepare import PrepareConfig, prepare
+
+    store = tmp_path / "train"
+    prepare(PrepareConfig(source="tts", split="train", out=str(store), limit=8))
+    cfg = PretrainConfig(out=str(tmp_path / "run"), train=[str(store)], valid=[str(store)], llm="smollm2-135m",
+                         preset="small", steps=150, lr=2e-3, warmup=20, max_frames=8000, dropout=0.0,
+                         eval_every=10_000, save_every=10_000, max_valid=8)
+    pretrain(cfg)
+    report = json.loads((tmp_path / "run" / "pretrain_report.json").read_text())
+    assert report["wer"] < 10, report["wer"]
