@@ -67,6 +67,76 @@ def friendly(fn):
 
 @app.command()
 @friendly
+def prepare(
+    dataset: Annotated[str, typer.Option(help="What to encode: 'tts' (synthetic eSpeak speech, no download), 'librispeech', 'fleurs', 'librisqa', 'covost2', 'europarl-st', 'spoken-squad', a manifest (.jsonl, .json, .tsv or .csv: one utterance per row with an audio path and a transcript) or a folder in the LibriSpeech layout (*.trans.txt beside the audio).", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Feature store folder to write (one per split). Re-running with the same --out resumes: finished shards are kept, not encoded again.", show_default=False)],
+    split: Annotated[Optional[str], typer.Option(help="Which part: tts: train, dev, test, everyday, train-qa, test-qa (default train); librispeech: test-clean, test-other, dev-clean, dev-other, train-clean-100, train-clean-360, train-other-500; fleurs: train, validation, test; covost2, europarl-st: train, dev, test; librisqa, spoken-squad: train, test. A manifest: rows whose 'split' column matches (default: all rows).")] = None,
+    encoder: Annotated[str, typer.Option(help="Frozen speech encoder: 'whisper-tiny.en' (embedded CTranslate2 default), 'ct2:DIR' (a CTranslate2 Whisper), or a transformers checkpoint folder or hub id ('hf:' optional): SeamlessM4T-v2 (the paper's: facebook/seamless-m4t-v2-large), Whisper, wav2vec 2.0, HuBERT, mHuBERT-147. Options may follow as a query: 'hf:ID?layer=18'.")] = "whisper-tiny.en",
+    layer: Annotated[Optional[str], typer.Option(help="transformers encoders: take the raw output of transformer layer N (1-based) instead of the final output. SeamlessM4T: 'adaptor' (default, ~6 frames/s after its length adaptor) or N (a conformer layer, 50 frames/s).")] = None,
+    window: Annotated[Optional[bool], typer.Option("--window/--no-window", help="CTranslate2 Whisper: pad every clip to Whisper's 30 s window as in its training (about 30x the compute on 3 s clips) instead of to the longest clip of the batch.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="'cpu', 'cuda' or 'auto' (a GPU if there is one). Under `accelerate launch`, each process's own device.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="transformers encoders: float32, float16 or bfloat16.")] = None,
+    compute_type: Annotated[Optional[str], typer.Option(help="CTranslate2: int8 (CPU default), float32, float16 (GPU default), int8_float16, ...")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", "--source", help="Your local copy of the data: the EuroParl-ST release, Common Voice clips with the CoVoST 2 TSV, Spoken-SQuAD, LibriSpeech audio for LibriSQA, or a `save_to_disk` copy of a hub dataset (librispeech, fleurs). An error says what to fetch when it is missing.")] = None,
+    pair: Annotated[Optional[str], typer.Option(help="Speech translation pair en-XX: covost2 (en-de, en-zh, ...; default en-de), europarl-st (en-es, en-fr, en-de, en-it; default en-es).")] = None,
+    lang: Annotated[Optional[str], typer.Option(help="fleurs: language config (default en_us).")] = None,
+    part: Annotated[int, typer.Option(min=1, max=2, help="librisqa: part 1 (free-form answers) or 2 (multiple choice).")] = 1,
+    audio_dir: Annotated[Optional[Path], typer.Option(help="Manifests: folder that relative audio paths start from (default: the manifest's folder).")] = None,
+    audio_field: Annotated[Optional[str], typer.Option(help="Manifests: the audio path column (default: the first of audio, audio_path, audio_filepath, path, file, wav, filename).")] = None,
+    text_field: Annotated[Optional[str], typer.Option(help="Manifests: the transcript column (default: the first of text, transcript, sentence, transcription, normalized_text).")] = None,
+    seed: Annotated[int, typer.Option(help="tts: seed of the corpus plan (sentences, voices, rates); the same seed gives the same audio.")] = 0,
+    tts_train: Annotated[int, typer.Option(min=0, help="tts: training sentences (WordNet usage examples).")] = 3000,
+    tts_dev: Annotated[int, typer.Option(min=0, help="tts: dev sentences (held-out sentences, training voices).")] = 200,
+    tts_test: Annotated[int, typer.Option(min=0, help="tts: test sentences (held-out sentences and voices).")] = 300,
+    voices_per_sentence: Annotated[int, typer.Option(min=1, help="tts: voices speaking each training sentence.")] = 1,
+    vocab: Annotated[int, typer.Option(min=0, help="tts: keep only sentences whose words are all among the N most frequent of the text (0: no limit; 5000 keeps ~10k sentences).")] = 5000,
+    accents: Annotated[str, typer.Option(help="tts: comma list of eSpeak English accents: en-us (Whisper tiny.en's best), en-us-nyc, en, en-gb-x-rp, en-gb-x-gbclan, en-029, en-gb-scotland. Each is spoken by 16 training and 4 held-out voice variants.")] = "en-us",
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances (a quick try).")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(min=0.0, help="Skip clips longer than this (default: the encoder's limit, 30 s for Whisper, else none).")] = None,
+    batch_seconds: Annotated[float, typer.Option(min=1.0, help="Encoder batches: padded audio seconds per batch (clips are sorted by length first).")] = 240.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Encoder batches: most clips per batch.")] = 64,
+    shard_size: Annotated[int, typer.Option(min=1, help="Utterances per shard, the unit of resuming.")] = 256,
+    llm: Annotated[Optional[str], typer.Option(help="An LLM spec ('smollm2-135m', a .gguf, a folder, a hub id) whose tokenizer measures frames per token in the report: whether the mapper's 4x-downsampled output has room for each transcript.")] = None,
+):
+    """Encode speech into a feature store for `smap pretrain`, `smap attach` and `smap evaluate`.
+
+    Unusable items (unreadable, missing, empty, too long, untranscribed) are skipped and named; the rest
+    goes through, and the exit code is 0. OUT/prepare_report.json holds counts, hours, skip reasons, and
+    frames per token with --llm. Under `accelerate launch`, each process encodes its share.
+    """
+    from smap.data.corpus import CorpusConfig
+    from smap.prepare import PrepareConfig, prepare as run
+
+    encoder_options = {k: v for k, v in dict(layer=layer, window=window, device=device, dtype=dtype,
+                                              compute_type=compute_type).items() if v is not None}
+    source_options = {k: v for k, v in dict(data_dir=data_dir, audio_dir=audio_dir, audio_field=audio_field,
+                                             text_field=text_field, pair=pair, lang=lang).items() if v is not None}
+    if dataset == "librisqa":
+        source_options["part"] = part
+    if dataset == "tts":
+        source_options["tts"] = CorpusConfig(seed=seed, train=tts_train, dev=tts_dev, test=tts_test,
+                                             voices_per_sentence=voices_per_sentence, vocab=vocab or None,
+                                             accents=tuple(a.strip() for a in accents.split(",") if a.strip()))
+    cfg = PrepareConfig(source=dataset, out=str(out), split=split, encoder=encoder, encoder_options=encoder_options,
+                        source_options=source_options, limit=limit, max_seconds=max_seconds,
+                        batch_seconds=batch_seconds, batch_size=batch_size, shard_size=shard_size, llm=llm)
+    report = run(cfg, console=console)
+    if not report:  # not the main process of an `accelerate launch`
+        return
+    console.print(f"{report['stored']} utterances ({report['hours_stored']:.2f} h) in {out}: {report['encoded_now']} "
+                  f"encoded now, {report['stored_before']} already there, {report['skipped']} skipped"
+                  + (f" ({', '.join(f'{n} {r}' for r, n in report['skip_reasons'].items())})" if report["skipped"] else ""),
+                  highlight=False, soft_wrap=True)
+    fpt = report.get("frames_per_token")
+    if fpt and fpt.get("utterances"):
+        console.print(f"frames per token: mean {fpt['mean']}, min {fpt['min']}; after the mapper's {fpt['mapper_downsampling']}x "
+                      f"downsampling {fpt['too_short_for_mapper']} utterances ({fpt['too_short_share']:.1%}) have fewer "
+                      f"vectors than tokens", highlight=False, soft_wrap=True)
+    console.print(f"report: {out / 'prepare_report.json'}", highlight=False)
+
+
+@app.command()
+@friendly
 def pretrain(
     train: Annotated[list[Path], typer.Option("--train", help="Feature store(s) for training (from `smap prepare`); repeat for several.")],
     llm: Annotated[str, typer.Option(help="LLM whose input embeddings are the targets: 'smollm2-135m' (embedded), a .gguf file, a checkpoint folder or a hub id. Only its tokenizer and embedding matrix are loaded.")] = "smollm2-135m",
@@ -239,75 +309,6 @@ def evaluate(
     if results.failed:
         raise typer.Exit(1)
 
-
-@app.command()
-@friendly
-def prepare(
-    dataset: Annotated[str, typer.Option(help="What to encode: 'tts' (synthetic eSpeak speech, no download), 'librispeech', 'fleurs', 'librisqa', 'covost2', 'europarl-st', 'spoken-squad', a manifest (.jsonl, .json, .tsv or .csv: one utterance per row with an audio path and a transcript) or a folder in the LibriSpeech layout (*.trans.txt beside the audio).", show_default=False)],
-    out: Annotated[Path, typer.Option(help="Feature store folder to write (one per split). Re-running with the same --out resumes: finished shards are kept, not encoded again.", show_default=False)],
-    split: Annotated[Optional[str], typer.Option(help="Which part: tts: train, dev, test, everyday, train-qa, test-qa (default train); librispeech: test-clean, test-other, dev-clean, dev-other, train-clean-100, train-clean-360, train-other-500; fleurs: train, validation, test; covost2, europarl-st: train, dev, test; librisqa, spoken-squad: train, test. A manifest: rows whose 'split' column matches (default: all rows).")] = None,
-    encoder: Annotated[str, typer.Option(help="Frozen speech encoder: 'whisper-tiny.en' (embedded CTranslate2 default), 'ct2:DIR' (a CTranslate2 Whisper), or a transformers checkpoint folder or hub id ('hf:' optional): SeamlessM4T-v2 (the paper's: facebook/seamless-m4t-v2-large), Whisper, wav2vec 2.0, HuBERT, mHuBERT-147. Options may follow as a query: 'hf:ID?layer=18'.")] = "whisper-tiny.en",
-    layer: Annotated[Optional[str], typer.Option(help="transformers encoders: take the raw output of transformer layer N (1-based) instead of the final output. SeamlessM4T: 'adaptor' (default, ~6 frames/s after its length adaptor) or N (a conformer layer, 50 frames/s).")] = None,
-    window: Annotated[Optional[bool], typer.Option("--window/--no-window", help="CTranslate2 Whisper: pad every clip to Whisper's 30 s window as in its training (about 30x the compute on 3 s clips) instead of to the longest clip of the batch.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="'cpu', 'cuda' or 'auto' (a GPU if there is one). Under `accelerate launch`, each process's own device.")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="transformers encoders: float32, float16 or bfloat16.")] = None,
-    compute_type: Annotated[Optional[str], typer.Option(help="CTranslate2: int8 (CPU default), float32, float16 (GPU default), int8_float16, ...")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", "--source", help="Your local copy of the data: the EuroParl-ST release, Common Voice clips with the CoVoST 2 TSV, Spoken-SQuAD, LibriSpeech audio for LibriSQA, or a `save_to_disk` copy of a hub dataset (librispeech, fleurs). An error says what to fetch when it is missing.")] = None,
-    pair: Annotated[Optional[str], typer.Option(help="Speech translation pair en-XX: covost2 (en-de, en-zh, ...; default en-de), europarl-st (en-es, en-fr, en-de, en-it; default en-es).")] = None,
-    lang: Annotated[Optional[str], typer.Option(help="fleurs: language config (default en_us).")] = None,
-    part: Annotated[int, typer.Option(min=1, max=2, help="librisqa: part 1 (free-form answers) or 2 (multiple choice).")] = 1,
-    audio_dir: Annotated[Optional[Path], typer.Option(help="Manifests: folder that relative audio paths start from (default: the manifest's folder).")] = None,
-    audio_field: Annotated[Optional[str], typer.Option(help="Manifests: the audio path column (default: the first of audio, audio_path, audio_filepath, path, file, wav, filename).")] = None,
-    text_field: Annotated[Optional[str], typer.Option(help="Manifests: the transcript column (default: the first of text, transcript, sentence, transcription, normalized_text).")] = None,
-    seed: Annotated[int, typer.Option(help="tts: seed of the corpus plan (sentences, voices, rates); the same seed gives the same audio.")] = 0,
-    tts_train: Annotated[int, typer.Option(min=0, help="tts: training sentences (WordNet usage examples).")] = 3000,
-    tts_dev: Annotated[int, typer.Option(min=0, help="tts: dev sentences (held-out sentences, training voices).")] = 200,
-    tts_test: Annotated[int, typer.Option(min=0, help="tts: test sentences (held-out sentences and voices).")] = 300,
-    voices_per_sentence: Annotated[int, typer.Option(min=1, help="tts: voices speaking each training sentence.")] = 1,
-    vocab: Annotated[int, typer.Option(min=0, help="tts: keep only sentences whose words are all among the N most frequent of the text (0: no limit; 5000 keeps ~10k sentences).")] = 5000,
-    accents: Annotated[str, typer.Option(help="tts: comma list of eSpeak English accents: en-us (Whisper tiny.en's best), en-us-nyc, en, en-gb-x-rp, en-gb-x-gbclan, en-029, en-gb-scotland. Each is spoken by 16 training and 4 held-out voice variants.")] = "en-us",
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances (a quick try).")] = None,
-    max_seconds: Annotated[Optional[float], typer.Option(min=0.0, help="Skip clips longer than this (default: the encoder's limit, 30 s for Whisper, else none).")] = None,
-    batch_seconds: Annotated[float, typer.Option(min=1.0, help="Encoder batches: padded audio seconds per batch (clips are sorted by length first).")] = 240.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Encoder batches: most clips per batch.")] = 64,
-    shard_size: Annotated[int, typer.Option(min=1, help="Utterances per shard, the unit of resuming.")] = 256,
-    llm: Annotated[Optional[str], typer.Option(help="An LLM spec ('smollm2-135m', a .gguf, a folder, a hub id) whose tokenizer measures frames per token in the report: whether the mapper's 4x-downsampled output has room for each transcript.")] = None,
-):
-    """Encode speech into a feature store for `smap pretrain`, `smap attach` and `smap evaluate`.
-
-    Unusable items (unreadable, missing, empty, too long, untranscribed) are skipped and named; the rest
-    goes through, and the exit code is 0. OUT/prepare_report.json holds counts, hours, skip reasons, and
-    frames per token with --llm. Under `accelerate launch`, each process encodes its share.
-    """
-    from smap.data.corpus import CorpusConfig
-    from smap.prepare import PrepareConfig, prepare as run
-
-    encoder_options = {k: v for k, v in dict(layer=layer, window=window, device=device, dtype=dtype,
-                                              compute_type=compute_type).items() if v is not None}
-    source_options = {k: v for k, v in dict(data_dir=data_dir, audio_dir=audio_dir, audio_field=audio_field,
-                                             text_field=text_field, pair=pair, lang=lang).items() if v is not None}
-    if dataset == "librisqa":
-        source_options["part"] = part
-    if dataset == "tts":
-        source_options["tts"] = CorpusConfig(seed=seed, train=tts_train, dev=tts_dev, test=tts_test,
-                                             voices_per_sentence=voices_per_sentence, vocab=vocab or None,
-                                             accents=tuple(a.strip() for a in accents.split(",") if a.strip()))
-    cfg = PrepareConfig(source=dataset, out=str(out), split=split, encoder=encoder, encoder_options=encoder_options,
-                        source_options=source_options, limit=limit, max_seconds=max_seconds,
-                        batch_seconds=batch_seconds, batch_size=batch_size, shard_size=shard_size, llm=llm)
-    report = run(cfg, console=console)
-    if not report:  # not the main process of an `accelerate launch`
-        return
-    console.print(f"{report['stored']} utterances ({report['hours_stored']:.2f} h) in {out}: {report['encoded_now']} "
-                  f"encoded now, {report['stored_before']} already there, {report['skipped']} skipped"
-                  + (f" ({', '.join(f'{n} {r}' for r, n in report['skip_reasons'].items())})" if report["skipped"] else ""),
-                  highlight=False, soft_wrap=True)
-    fpt = report.get("frames_per_token")
-    if fpt and fpt.get("utterances"):
-        console.print(f"frames per token: mean {fpt['mean']}, min {fpt['min']}; after the mapper's {fpt['mapper_downsampling']}x "
-                      f"downsampling {fpt['too_short_for_mapper']} utterances ({fpt['too_short_share']:.1%}) have fewer "
-                      f"vectors than tokens", highlight=False, soft_wrap=True)
-    console.print(f"report: {out / 'prepare_report.json'}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console-script entry
