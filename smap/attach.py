@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, collate
+from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, collate, evaluation_batches
 from smap.data.store import atomic_write_text, open_stores
 from smap.generate import generate_features, request_for
 from smap.mapper import SpeechMapper, mapper_folder
@@ -141,13 +141,9 @@ def heldout_ce(model: SpeechLLM, data: UtteranceDataset, max_frames: int, limit:
                task_for=lambda index, record: task_of(record), asr_target: str = "normalized") -> float:
     """Mean cross-entropy per response token over the first `limit` utterances of `data`, with the
     first phrasing of each instruction: the number to compare between Stage 1 and Stage 2."""
-    device = model.lm.device
-    indices = list(range(min(limit or len(data), len(data))))
-    sampler = BucketBatchSampler([data.lengths[i] for i in indices], max_frames, shuffle=False)
     total, count = 0.0, 0
     with torch.no_grad():
-        for chunk in sampler:
-            batch = collate([data[indices[i]] for i in chunk]).to(device)
+        for batch in evaluation_batches(data, max_frames, limit, model.lm.device):
             pairs = [example(r, task_for(i, r), 0, asr_target) for i, r in zip(batch.indices, batch.records)]
             contents, _, _ = model.speech_contents(batch.features, batch.lengths)
             ce, n = model.lm.response_loss(contents, [model.lm.suffix_ids(p[0]) for p in pairs],

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, collate
+from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, collate, evaluation_batches
 from smap.data.store import atomic_write_text, open_stores
 from smap.evaluate.metrics import wer
 from smap.llm import LLMEmbeddings, load_embeddings, tokenizer_fingerprint
@@ -74,12 +74,8 @@ class Stage1:
 
     @torch.no_grad()
     def validate(self, model: SpeechMapper, data: UtteranceDataset, max_frames: int, limit: int) -> dict:
-        device = self.weight.device
-        indices = list(range(min(limit, len(data))))
-        sampler = BucketBatchSampler([data.lengths[i] for i in indices], max_frames, shuffle=False)
         loss_sum, weight_sum, refs, hyps = 0.0, 0.0, [], []
-        for chunk in sampler:
-            batch = collate([data[indices[i]] for i in chunk]).to(device)
+        for batch in evaluation_batches(data, max_frames, limit, self.weight.device):
             pred, out_len = model(batch.features, batch.lengths)
             tg = pad_targets(batch.tokens, out_len, self.weight, self.emb.pad_id, self.alpha)
             loss_sum += float(weighted_mse(pred, tg.target, tg.weight)) * float(tg.weight.sum())
@@ -122,14 +118,13 @@ def pretrain(cfg: PretrainConfig) -> Path:
     model = build_mapper(cfg, stores[0].dim, emb, stores[0].encoder)
     out = Path(cfg.out)
     saved = out / "mapper_config.json"
-    if cfg.resume and saved.is_file():
-        previous = json.loads(saved.read_text())
-        if previous != asdict(model.config) | {"dims": list(model.config.dims)}:
-            raise ValueError(f"{saved}: the run in --out was started with another mapper, LLM or encoder; "
-                             "use a new --out or the same options")
+    mapper_json = asdict(model.config) | {"dims": list(model.config.dims)}  # as JSON reads it back
+    if cfg.resume and saved.is_file() and json.loads(saved.read_text()) != mapper_json:
+        raise ValueError(f"{saved}: the run in --out was started with another mapper, LLM or encoder; "
+                         "use a new --out or the same options")
     out.mkdir(parents=True, exist_ok=True)
     if acc.is_main_process:
-        atomic_write_text(saved, json.dumps(asdict(model.config) | {"dims": list(model.config.dims)}, indent=2))
+        atomic_write_text(saved, json.dumps(mapper_json, indent=2))
 
     n_cut = count_cut(model.config, train)
     console.print(

@@ -116,3 +116,11 @@ class BucketBatchSampler:
 
     def __len__(self) -> int:
         return len(self.batches(self.epoch))
+
+
+def evaluation_batches(data: UtteranceDataset, max_frames: int, limit: int | None = None, device=None):
+    """The first `limit` utterances of `data` (all if None), collated in length buckets, in a fixed
+    order: what validation reads. Yields `Batch` on `device`."""
+    indices = list(range(min(limit or len(data), len(data))))
+    for chunk in BucketBatchSampler([data.lengths[i] for i in indices], max_frames, shuffle=False):
+        yield collate([data[indices[i]] for i in chunk]).to(device)
