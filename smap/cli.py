@@ -131,7 +131,7 @@ def prepare(
     if fpt and fpt.get("utterances"):
         console.print(f"frames per token: mean {fpt['mean']}, min {fpt['min']}; after the mapper's {fpt['mapper_downsampling']}x "
                       f"downsampling {fpt['too_short_for_mapper']} utterances ({fpt['too_short_share']:.1%}) have fewer "
-                      f"vectors than tokens", highlight=False, soft_wrap=True)
+                      f"vectors than tokens ({fpt.get('too_short_with_pool2', '?')} with --pool 2)", highlight=False, soft_wrap=True)
     console.print(f"report: {out / 'prepare_report.json'}", highlight=False)
 
 
@@ -145,6 +145,7 @@ def pretrain(
     preset: Annotated[str, typer.Option(help="Mapper size: 'paper' (~277M, 1024->2048->4096), 'small' (CPU, ~12M), 'tiny' (tests).")] = "small",
     layers: Annotated[Optional[int], typer.Option(help="Transformer layers per block (overrides the preset).")] = None,
     dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Dropout in the Transformer layers (overrides the preset: 0.1, tiny 0).")] = None,
+    pool: Annotated[int, typer.Option(min=1, help="Average-pool N input frames before the mapper (not in the paper): for a 50 Hz encoder such as Whisper, 2 halves the cost of Stage 1 and the speech vectors the LLM reads; `smap prepare` reports the utterances it would leave too short.")] = 1,
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 10000,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 1e-3,
     warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps before the cosine decay (paper: 100K of its run).")] = 500,
@@ -170,7 +171,7 @@ def pretrain(
 
     cfg = PretrainConfig(
         train=[str(p) for p in train], valid=[str(p) for p in valid or []], llm=llm, out=str(out),
-        preset=preset, layers=layers, dropout=dropout, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
+        preset=preset, layers=layers, dropout=dropout, pool=pool, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
         max_frames=max_frames, grad_accum=grad_accum, clip=clip, alpha=alpha,
         mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
         keep=keep, resume=resume, time_budget=time_budget,

@@ -328,6 +328,7 @@ def frames_per_token(records: list[dict], tokenizer, llm: str) -> dict:
     mapped = mapper.output_lengths(frames)
     ratio = frames.float() / tokens.float()
     short = int((mapped < tokens).sum())
+    short_pool2 = int((MapperConfig(pool=2).output_lengths(frames) < tokens).sum())
     return {
         "llm": llm,
         "utterances": len(rows),
@@ -339,4 +340,5 @@ def frames_per_token(records: list[dict], tokenizer, llm: str) -> dict:
         "mapper_output_per_token_mean": round(float((mapped.float() / tokens.float()).mean()), 3),
         "too_short_for_mapper": short,
         "too_short_share": round(short / len(rows), 4),
+        "too_short_with_pool2": short_pool2,  # with `smap pretrain --pool 2`
     }

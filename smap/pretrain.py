@@ -42,6 +42,7 @@ class PretrainConfig(LoopConfig):
     preset: str = "small"
     layers: int | None = None
     dropout: float | None = None  # None: the preset's
+    pool: int = 1  # input frames averaged before the mapper (MapperConfig.pool)
     max_frames: int = 12000
     alpha: float = 5.0
     max_valid: int = 200  # validation utterances decoded for the intrinsic WER
@@ -88,7 +89,7 @@ class Stage1:
 
 
 def build_mapper(cfg: PretrainConfig, input_dim: int, emb: LLMEmbeddings, encoder: str) -> SpeechMapper:
-    overrides = {k: v for k, v in (("n_layers", cfg.layers), ("dropout", cfg.dropout)) if v is not None}
+    overrides = {k: v for k, v in (("n_layers", cfg.layers), ("dropout", cfg.dropout), ("pool", cfg.pool)) if v is not None}
     mcfg = preset(cfg.preset, input_dim, emb.dim, **overrides)
     mcfg.extra = {
         "encoder": encoder,

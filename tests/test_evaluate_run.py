@@ -187,6 +187,25 @@ def test_a_spoken_question_is_its_transcript(tmp_path):
     assert "Question: what is two plus two\n" in prompts[1]
 
 
+def test_spoken_questions_are_also_scored_on_those_the_topline_answers(tmp_path):
+    qa = [("what is the capital of france", "Paris"), ("what is two plus two", "four"),
+          ("what is the opposite of hot", "cold"), ("what comes after monday", "Tuesday")]
+    store_with(tmp_path / "tts" / "test-qa", [{"text": q, "answer": a} for q, a in qa])
+    topline = Fake("transcript", lambda r: "I don't know." if r["answer"] == "Tuesday" else f"It is {r['answer']}.")
+    speech = Fake("speech", lambda r: r["answer"] if r["answer"] in ("Paris", "Tuesday") else "no idea")
+    res = run.evaluate(select("tts/test-qa"), [topline, speech], tmp_path, tmp_path / "out", log=quiet)
+    by = {e.system: e for e in res.entries}
+    assert by["transcript"].scores["topline_answered"] == 100.0
+    # speech answers Paris (kept) and Tuesday (dropped: the topline misses it): 1 of the 3 kept
+    assert by["speech"].scores["answer_in_output"] == 50.0
+    assert by["speech"].scores["topline_answered"] == pytest.approx(100 / 3)
+    assert any("3 of 4 questions" in n for n in by["speech"].notes)
+    assert "acc. where topline right" in (tmp_path / "out" / "results.md").read_text()
+    alone = run.evaluate(select("tts/test-qa"), [speech], tmp_path, tmp_path / "out2", log=quiet)
+    assert "topline_answered" not in alone.entries[0].scores
+    assert any("without the 'transcript' system" in n for n in alone.entries[0].notes)
+
+
 def test_judged_only_split_without_a_judge_is_skipped_before_generating(tmp_path):
     store_with(tmp_path / "librisqa" / "part1", [{"text": "t", "question": "q", "answer": "a"}])
     system = Fake("qa", lambda r: "a")

@@ -32,6 +32,26 @@ def test_padding_does_not_change_outputs():
     torch.testing.assert_close(out[0, :5], alone[0, :5], atol=1e-5, rtol=1e-5)
 
 
+def test_input_pooling_shortens_by_its_factor_and_ignores_padding():
+    torch.manual_seed(0)
+    cfg = preset("tiny", 16, 24, pool=2)
+    model = SpeechMapper(cfg).eval()
+    assert cfg.downsampling == 8
+    lengths = torch.tensor([40, 23, 9])
+    out, out_len = model(torch.randn(3, 40, 16), lengths)
+    assert out.shape == (3, 5, 24) and out_len.tolist() == [5, 2, 1] == cfg.output_lengths(lengths).tolist()
+    short = torch.randn(1, 23, 16)  # odd: its last frame is a partial window, dropped alone and in a batch
+    alone, _ = model(short, torch.tensor([23]))
+    batch = torch.cat([torch.cat([short, torch.randn(1, 17, 16) * 100], dim=1), torch.randn(1, 40, 16)])
+    out, _ = model(batch, torch.tensor([23, 40]))
+    torch.testing.assert_close(out[0, :2], alone[0, :2], atol=1e-5, rtol=1e-5)
+    # pooling by 2 is the mapper without pooling fed the mean of each pair of frames
+    plain = SpeechMapper(preset("tiny", 16, 24)).eval()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(1, 40, 16)
+    torch.testing.assert_close(model(x, torch.tensor([40]))[0], plain(x.view(1, 20, 2, 16).mean(2), torch.tensor([20]))[0])
+
+
 def test_save_and_reload_give_identical_outputs(tmp_path):
     model = SpeechMapper(preset("tiny", 16, 24, extra={"llm": "x"})).eval()
     model.save_pretrained(tmp_path / "m")

@@ -311,13 +311,19 @@ def exact_match(refs: Sequence[str], hyps: Sequence[str]) -> float:
     return 100.0 * sum(_answer_words(r) == _answer_words(h) for r, h in zip(refs, hyps)) / n
 
 
-def answer_in_output(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """% of outputs that contain the reference answer as whole words, after the same
+def answers_found(refs: Sequence[str], hyps: Sequence[str]) -> list[bool]:
+    """For each output, whether it contains the reference answer as whole words, after the same
     normalisation: a chatty "The capital of Kenya is Nairobi." answers "Nairobi" right."""
-    n = _check(refs, hyps)
+    _check(refs, hyps)
 
     def contains(ref: str, hyp: str) -> bool:
         r, h = _answer_words(ref), _answer_words(hyp)
         return bool(r) and any(h[i : i + len(r)] == r for i in range(len(h) - len(r) + 1))
 
-    return 100.0 * sum(contains(r, h) for r, h in zip(refs, hyps)) / n
+    return [contains(r, h) for r, h in zip(refs, hyps)]
+
+
+def answer_in_output(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """% of outputs that contain the reference answer (`answers_found`)."""
+    found = answers_found(refs, hyps)
+    return 100.0 * sum(found) / len(found)

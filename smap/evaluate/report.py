@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 LABELS = {
     "wer": "WER", "comet": "COMET", "bleu": "BLEU", "chrf": "chrF", "lang_target": "in target lang %",
     "lang_en": "in English %", "judged": "judged acc.", "exact_choice": "exact choice", "exact_match": "exact match",
-    "answer_in_output": "answer in output",
+    "answer_in_output": "answer in output", "topline_answered": "acc. where topline right",
 }
 LOWER_IS_BETTER = {"wer"}
 PAPER_ROW = "SpeechMapper (paper)"

@@ -144,6 +144,30 @@ def score(split: Split, records: list[dict], hyps: list[str], scoring: Scoring) 
     return scores, notes
 
 
+TOPLINE = "transcript"  # the system given the gold transcript
+TOPLINE_ANSWERED = "topline_answered"
+
+
+def score_on_topline_answered(split: Split, records: list[dict], said: dict[str, list[str]],
+                              entries: list[Entry]) -> None:
+    """Accuracy (answer in output) on the questions the text topline answers right, for every
+    system: how much of what the LLM knows survives the speech input. Needs the topline's
+    outputs on this split; without them the metric is left out, with a note."""
+    answers = [str(r["answer"]) for r in records]
+    if TOPLINE not in said:
+        for e in entries:
+            e.notes.append(f"{TOPLINE_ANSWERED}: not computed without the '{TOPLINE}' system")
+        return
+    kept = [i for i, ok in enumerate(metrics.answers_found(answers, said[TOPLINE])) if ok]
+    for e in entries:
+        if not kept:
+            e.notes.append(f"{TOPLINE_ANSWERED}: the topline answers none of the {len(records)} questions")
+            continue
+        found = metrics.answers_found([answers[i] for i in kept], [said[e.system][i] for i in kept])
+        e.scores[TOPLINE_ANSWERED] = 100.0 * sum(found) / len(kept)
+        e.notes.append(f"{TOPLINE_ANSWERED}: on the {len(kept)} of {len(records)} questions the topline answers")
+
+
 def _open(split: Split, data_root: Path, limit: int | None) -> tuple[FeatureStore, list[dict]]:
     """The split's store and the records to evaluate, checked for the fields the split reads."""
     store = FeatureStore(split.store_dir(data_root))
@@ -207,6 +231,7 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
             continue
         data[split.key] = {"store": str(store.root), "encoder": store.encoder, "utterances": len(records),
                            "of": len(store), "store_sha256": sha256_file(store.root / STORE_FILE)}
+        said: dict[str, list[str]] = {}
         for system in systems:
             t0 = time.perf_counter()
             try:
@@ -221,8 +246,11 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
                 log(f"failed {split.key} x {system.name}: {_one_line(e)}")
                 continue
             entries.append(Entry(split, system.name, len(records), scores, notes, seconds))
+            said[system.name] = hyps
             log(f"scored {split.key} x {system.name}: "
                 + ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))
+        if TOPLINE_ANSWERED in split.metrics:
+            score_on_topline_answered(split, records, said, [e for e in entries if e.split == split])
 
     meta = {
         "started": started.isoformat(timespec="seconds"),

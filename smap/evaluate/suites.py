@@ -26,7 +26,8 @@ from smap.evaluate.metrics import choice_label, labels_only
 
 # Metric names, in the order a split prefers them for its headline figure. `comet` and
 # `judged` are computed only when a COMET model or judges are given.
-METRICS = ("wer", "comet", "bleu", "chrf", "adherence", "judged", "exact_choice", "exact_match", "answer_in_output")
+METRICS = ("wer", "comet", "bleu", "chrf", "adherence", "judged", "exact_choice", "exact_match", "answer_in_output",
+           "topline_answered")
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
         # spoken factual questions with one-word answers.
         Split("tts", "test", "asr", ("wer",), prepare="tts --split test"),
         Split("tts", "everyday", "asr", ("wer",), optional=True, prepare="tts --split everyday"),
-        Split("tts", "test-qa", "sqa", ("answer_in_output", "exact_match", "judged"), optional=True,
+        Split("tts", "test-qa", "sqa", ("topline_answered", "answer_in_output", "exact_match", "judged"), optional=True,
               prompt="Answer the question in the audio with one word.", prepare="tts --split test-qa"),
     )),
 )}
