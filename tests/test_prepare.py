@@ -117,6 +117,10 @@ def test_too_long_and_frames_per_token(tmp_path, tiny_encoder, tiny_llama):
     assert fpt["utterances"] == 1 and fpt["mean"] == pytest.approx(rec["frames"] / tokens, abs=1e-3)
     # The paper's mapper keeps about frames / 4 vectors: enough here.
     assert fpt["mapper_downsampling"] == 4 and fpt["too_short_for_mapper"] == 0
+
+
+@pytest.mark.embedded
+def test_max_seconds_beyond_whispers_window_is_refused(tmp_path):
     with pytest.raises(ValueError, match="takes at most 30 s"):
         prepare(PrepareConfig(source="tts", out=str(tmp_path / "t"), max_seconds=60))
 
@@ -178,7 +182,8 @@ def test_two_processes_share_the_work(tmp_path, tiny_encoder):
            "-m", "smap.cli", "prepare", "--dataset", "tts",
            "--split", "test", "--tts-train", "10", "--tts-dev", "0", "--tts-test", "12", "--shard-size", "3",
            "--encoder", tiny_encoder, "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # On the CPU: two processes on a one-GPU machine would each want a GPU of their own.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     names = sorted(p.name for p in out.glob("shard-*.safetensors"))

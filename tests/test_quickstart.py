@@ -27,6 +27,8 @@ def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_pa
         attach = json.loads((work / f"attach-{name}" / "attach_report.json").read_text())
         # The starting point is the Stage-1 mapper itself: attaching must beat Stage 1 only.
         assert attach["ce"] < attach["initial_ce"], (name, attach)
+        # The pooling Stage 1 was trained with travels with the mapper into the attached model.
+        assert json.loads((work / f"attach-{name}" / "mapper" / "config.json").read_text())["pool"] == 2
     results = json.loads((work / "eval" / "results.json").read_text())
     rows = {(r["split"], r["system"]) for r in results["results"]}
     systems = ("transcript", "cascade", "stage1", "attach-ce", "attach-ce-mse")

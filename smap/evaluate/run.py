@@ -190,8 +190,10 @@ def _one_line(e: BaseException) -> str:
 def _package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {}
-    for pkg in ("smap", "torch", "transformers", "ctranslate2", "jiwer", "sacrebleu", "py3langid", "unbabel-comet"):
+    from smap import __version__
+
+    found = {"smap": __version__}  # the code that ran, also from a checkout that is not installed
+    for pkg in ("torch", "transformers", "ctranslate2", "jiwer", "sacrebleu", "py3langid", "unbabel-comet"):
         try:
             found[pkg] = version(pkg)
         except PackageNotFoundError:
