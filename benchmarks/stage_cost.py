@@ -17,7 +17,7 @@ Accelerate as `fit` does, on its device (a GPU when there is one) and with --mix
 (bf16: the frozen LLM's weights in bf16, as `smap attach` loads them). Each runs in a fresh
 process, so each peak memory (resident, and on a GPU allocated) is its own. The data-loading
 share is the time a Stage-1 step waits for its batch (read from the memory-mapped store, collate,
-copy to the device) over the whole step.
+copy to the device; with --workers, only what the workers have not done ahead) over the whole step.
 
 --llm-sizes (default 135m) picks the LLMs, one row each: `135m` is the embedded SmolLM2-135M;
 `360m` (SmolLM2-360M's shape), `1b` (about Llama-3.2-1B's shape, untied head), `8b`
@@ -60,10 +60,8 @@ LLM_SIZES = {
 def child(kind: str, store: str, llm: str, args: argparse.Namespace) -> dict:
     """Run in a fresh process: time `args.steps` optimiser steps of one stage against the LLM `llm`."""
     import torch
-    from torch.utils.data import DataLoader
-
     from smap.attach import DTYPES
-    from smap.data.batching import BucketBatchSampler, UtteranceDataset, collate
+    from smap.data.batching import BucketBatchSampler, UtteranceDataset, training_loader
     from smap.data.store import open_stores
     from smap.llm import load_embeddings
     from smap.mapper import SpeechMapper, preset
@@ -76,7 +74,7 @@ def child(kind: str, store: str, llm: str, args: argparse.Namespace) -> dict:
     data = UtteranceDataset(open_stores([store]), emb.tokenizer)
     mapper = SpeechMapper(preset(args.preset, data.stores[0].dim, emb.dim, pool=args.pool))
     sampler = BucketBatchSampler(data.lengths, args.max_frames, seed=0)
-    loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate)
+    loader = training_loader(data, sampler, args.workers)
     if kind == "stage1":
         objective = Stage1(emb, 5.0, acc.device)
         model, loss_fn = mapper, objective.loss
@@ -181,7 +179,7 @@ def synthetic_llm(shape: dict, folder: Path, tokenizer_spec: str, dtype: str) ->
 
 def passed_on(args: argparse.Namespace) -> list[str]:
     """The options a child process needs, as given to this one."""
-    return ["--steps", str(args.steps), "--warmup", str(args.warmup), "--max-frames", str(args.max_frames), "--pool", str(args.pool),
+    return ["--steps", str(args.steps), "--warmup", str(args.warmup), "--workers", str(args.workers), "--max-frames", str(args.max_frames), "--pool", str(args.pool),
             "--preset", args.preset, "--mixed-precision", args.mixed_precision, "--tokenizer", args.tokenizer]
 
 
@@ -198,6 +196,8 @@ def main() -> None:
     ap.add_argument("--store", help="a feature store of Whisper tiny.en features (default: 64 synthetic utterances)")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--max-frames", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes, as `--workers` of "
+                    "pretrain and attach (default 0)")
     ap.add_argument("--warmup", type=int, default=1, help="steps run first and not counted (default 1; on a GPU, "
                     "at least one per distinct batch shape: each new shape pays for kernel selection once)")
     ap.add_argument("--pool", type=int, default=1, help="the mapper's input pooling (the quickstart uses 2)")
@@ -242,7 +242,7 @@ def main() -> None:
             row["mapper_params"] = row["stage1"].pop("mapper_params")
             row["attach_over_stage1_time"] = round(row["attach"]["step_s"] / row["stage1"]["step_s"], 1)
             rows[size] = row
-    settings = {k: getattr(args, k) for k in ("preset", "mixed_precision", "max_frames", "pool", "warmup", "steps", "feature_dim")}
+    settings = {k: getattr(args, k) for k in ("preset", "mixed_precision", "max_frames", "pool", "workers", "warmup", "steps", "feature_dim")}
     print(json.dumps({"benchmark": "stage_cost", **settings, "rows": rows}, indent=2))
     # On a GPU the peaks that matter are the device's; on a CPU, resident memory.
     peak = "peak_gpu_mb" if "peak_gpu_mb" in next(iter(rows.values()))["stage1"] else "peak_rss_mb"

@@ -18,7 +18,7 @@ MODE=${1:-default}
 case $MODE in
   default)     TRAIN=3000; EVAL=100; S1_MIN=8;  ATT_MIN=10; WORK=${SMAP_WORK:-work/quickstart} ;;
   --fast)      TRAIN=200;  EVAL=12;  S1_MIN=1;  ATT_MIN=1;  WORK=${SMAP_WORK:-work/quickstart-fast} ;;
-  --replicate) TRAIN=9000; EVAL=0;   S1_MIN=45; ATT_MIN=25; WORK=${SMAP_WORK:-work/replicate} ;;
+  --replicate) TRAIN=9000; EVAL=0;   S1_MIN=40; ATT_MIN=20; WORK=${SMAP_WORK:-work/replicate} ;;
   *) echo "usage: bash recipes/quickstart.sh [--fast|--replicate]" >&2; exit 2 ;;
 esac
 # Stage-1 learning rate and the CE+MSE weight: see README, "The embedded replication".

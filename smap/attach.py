@@ -25,9 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, collate, evaluation_batches
+from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, evaluation_batches, training_loader
 from smap.data.store import atomic_write_text, open_stores
 from smap.generate import generate_features, request_for
 from smap.mapper import SpeechMapper, mapper_folder
@@ -186,7 +185,7 @@ def attach(cfg: AttachConfig) -> Path:
     sampler = (MixedBatchSampler(task_sampler, BucketBatchSampler(data.lengths[n_task:], cfg.max_frames,
                                                                    seed=cfg.seed + 1), cfg.asr_mix, n_task, cfg.seed)
                if cfg.mode == "task" else task_sampler)
-    loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator())
+    loader = training_loader(data, sampler, cfg.workers)
     stage = Stage2(model, cfg, data, n_task, sampler)
     tasks = [stage.task(i) for i in range(len(data))]
     if cfg.mode == "task" and all(t == "asr" for t in tasks[:n_task]):

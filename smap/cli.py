@@ -161,6 +161,7 @@ def pretrain(
     keep: Annotated[int, typer.Option(min=1, help="Checkpoints kept on disk.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out, exactly where it stopped.")] = False,
     time_budget: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes that read and collate batches beside the training step: worth 2-4 on a GPU, where Stage 1 can otherwise wait on data; 0 on a small CPU, where they compete with the step.")] = 0,
 ):
     """Stage 1: train a SpeechMapper to map speech features onto the LLM's input embeddings, without the LLM.
 
@@ -174,7 +175,7 @@ def pretrain(
         preset=preset, layers=layers, dropout=dropout, pool=pool, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
         max_frames=max_frames, grad_accum=grad_accum, clip=clip, alpha=alpha,
         mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
-        keep=keep, resume=resume, time_budget=time_budget,
+        keep=keep, resume=resume, time_budget=time_budget, workers=workers,
     )
     run(cfg)
 
@@ -211,6 +212,7 @@ def attach(
     keep: Annotated[int, typer.Option(min=1, help="Checkpoints kept on disk.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out, exactly where it stopped.")] = False,
     time_budget: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint and the model saved) after this many minutes.")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes that read and collate batches beside the training step: worth 2-4 on a GPU, where Stage 1 can otherwise wait on data; 0 on a small CPU, where they compete with the step.")] = 0,
 ):
     """Stage 2: attach a pretrained mapper to a frozen LLM; only the mapper is trained.
 
@@ -226,6 +228,7 @@ def attach(
         weight_decay=weight_decay, max_frames=max_frames, grad_accum=grad_accum, clip=clip,
         mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
         max_valid=max_valid, show=show, keep=keep, resume=resume, time_budget=time_budget, eval_at_start=eval_at_start,
+        workers=workers,
     )
     run(cfg)
 

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, collate, evaluation_batches
+from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, evaluation_batches, training_loader
 from smap.data.store import atomic_write_text, open_stores
 from smap.evaluate.metrics import wer
 from smap.llm import LLMEmbeddings, load_embeddings, tokenizer_fingerprint
@@ -138,9 +137,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                       "their tails are not learned (see prepare_report.json's frames per token)")
 
     sampler = BucketBatchSampler(train.lengths, cfg.max_frames, seed=cfg.seed)
-    # Its own generator keeps the DataLoader from drawing on the global RNG, which dropout uses:
-    # that is what makes a resumed run bit-for-bit the same as an uninterrupted one.
-    loader = DataLoader(train, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator())
+    loader = training_loader(train, sampler, cfg.workers)
     objective = Stage1(emb, cfg.alpha, acc.device)
     evaluate = (lambda m: objective.validate(m, valid, cfg.max_frames, cfg.max_valid)) if valid else None
     result = fit(acc, cfg, model, sampler, loader, objective.loss, evaluate, run_name="pretrain",

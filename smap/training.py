@@ -57,6 +57,7 @@ class LoopConfig:
     time_budget: float | None = None  # minutes
     max_bad_steps: int = 5  # consecutive non-finite losses before giving up
     eval_at_start: bool = False  # validate before the first step too (the starting point of the curve)
+    workers: int = 0  # DataLoader processes reading batches beside the step (a GPU's data wait)
 
 
 def make_accelerator(cfg: LoopConfig) -> Accelerator:

@@ -52,6 +52,16 @@ def test_training_lowers_the_loss(tmp_path, stores, tiny_llama):
     assert losses[-1] < 0.7 * losses[0]
 
 
+def test_loader_workers_read_the_same_batches_in_the_same_order(tmp_path, stores, tiny_llama):
+    """--workers moves batch reading to other processes; the run must be the very same."""
+    for workers in ("0", "2"):
+        result = runner.invoke(app, _args(*stores, tiny_llama, tmp_path / workers, steps=12, extra=["--workers", workers]))
+        assert result.exit_code == 0, result.output
+    a = SpeechMapper.from_pretrained(tmp_path / "0" / "mapper").state_dict()
+    b = SpeechMapper.from_pretrained(tmp_path / "2" / "mapper").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_cut_targets_are_counted(tmp_path, tiny_llama):
     train = write_store(tmp_path / "short", ["the a of to and in is it that was he for on are"] * 4, frames_per_word=2)
     result = runner.invoke(app, _args(train, train, tiny_llama, tmp_path / "run", steps=2))

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from smap.data.store import FeatureStore
 from smap.text import normalize
@@ -116,6 +116,18 @@ class BucketBatchSampler:
 
     def __len__(self) -> int:
         return len(self.batches(self.epoch))
+
+
+def training_loader(data: UtteranceDataset, sampler, workers: int = 0) -> DataLoader:
+    """The loader `fit` iterates: `sampler`'s batches of `data`, collated by `workers` processes
+    beside the training step (0: in the step's own process).
+
+    Workers change where batches are read, never which: the order is the sampler's alone. Its own
+    generator keeps the loader from drawing on the global RNG, which dropout uses: that is what makes
+    a resumed run bit-for-bit the same as an uninterrupted one."""
+    return DataLoader(data, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator(),
+                      num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=workers > 0 and torch.cuda.is_available())
 
 
 def evaluation_batches(data: UtteranceDataset, max_frames: int, limit: int | None = None, device=None):
