@@ -1,4 +1,5 @@
-"""Stage-1 targets and losses: the pad-weighted MSE, and cross-entropy on response tokens."""
+"""Stage-1 targets and losses: the pad-weighted MSE (and an optional token cross-entropy), and
+cross-entropy on response tokens."""
 
 from __future__ import annotations
 
@@ -55,6 +56,28 @@ def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor)
     """
     per_pos = (pred.float() - target.float()).pow(2).mean(-1)
     return (per_pos * weight).sum() / weight.sum().clamp_min(1e-8)
+
+
+def cosine_token_ce(pred: torch.Tensor, tokens: list[torch.Tensor], lengths: torch.Tensor,
+                    embedding: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    """Cross-entropy over the vocabulary at each content position (not in the paper).
+
+    logits[b, j, v] = scale * cos(pred[b, j], embedding[v]), and position j < min(len(tokens[b]),
+    lengths[b]) should be token j, as in `pad_targets`. The MSE's optimum at an uncertain position
+    is the mean of the candidate embeddings; this term pushes towards one token, away from the rest.
+    pred (batch, frames', dim); tokens: (n_b,) ids per utterance; lengths (batch,); embedding (vocab, dim).
+    """
+    rows, cols, ids = [], [], []
+    for b, toks in enumerate(tokens):
+        n = min(len(toks), int(lengths[b]))
+        rows += [b] * n
+        cols += range(n)
+        ids.append(toks[:n])
+    if not rows:
+        return pred.sum() * 0.0
+    unit = F.normalize(pred[rows, cols].float(), dim=-1)
+    logits = scale * unit @ F.normalize(embedding.float(), dim=-1).T
+    return F.cross_entropy(logits, torch.cat(ids).to(pred.device))
 
 
 def response_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

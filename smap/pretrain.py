@@ -25,7 +25,7 @@ from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, eval
 from smap.data.store import atomic_write_text, open_stores
 from smap.evaluate.metrics import wer
 from smap.llm import LLMEmbeddings, load_embeddings, tokenizer_fingerprint
-from smap.losses import pad_targets, weighted_mse
+from smap.losses import cosine_token_ce, pad_targets, weighted_mse
 from smap.mapper import MapperConfig, SpeechMapper, preset
 from smap.text import normalize
 from smap.training import LoopConfig, console, fit, make_accelerator
@@ -44,6 +44,7 @@ class PretrainConfig(LoopConfig):
     pool: int = 1  # input frames averaged before the mapper (MapperConfig.pool)
     max_frames: int = 12000
     alpha: float = 5.0
+    ce_weight: float = 0.0  # + ce_weight x `cosine_token_ce` (not in the paper)
     max_valid: int = 200  # validation utterances decoded for the intrinsic WER
 
 
@@ -63,14 +64,18 @@ def count_cut(mapper_cfg: MapperConfig, dataset: UtteranceDataset) -> int:
 class Stage1:
     """The Stage-1 objective and its validation, over a fixed embedding table."""
 
-    def __init__(self, emb: LLMEmbeddings, alpha: float, device: torch.device):
-        self.emb, self.alpha = emb, alpha
+    def __init__(self, emb: LLMEmbeddings, alpha: float, device: torch.device, ce_weight: float = 0.0):
+        self.emb, self.alpha, self.ce_weight = emb, alpha, ce_weight
         self.weight = emb.weight.to(device)
 
     def loss(self, model: SpeechMapper, batch: Batch) -> tuple[torch.Tensor, dict]:
         pred, out_len = model(batch.features, batch.lengths)
         tg = pad_targets(batch.tokens, out_len, self.weight, self.emb.pad_id, self.alpha)
-        return weighted_mse(pred, tg.target.to(pred.dtype), tg.weight), {"cut": tg.n_cut}
+        mse = weighted_mse(pred, tg.target.to(pred.dtype), tg.weight)
+        if not self.ce_weight:
+            return mse, {"cut": tg.n_cut}
+        ce = cosine_token_ce(pred, batch.tokens, out_len, self.weight)
+        return mse + self.ce_weight * ce, {"cut": tg.n_cut, "mse": float(mse.detach()), "token_ce": float(ce.detach())}
 
     @torch.no_grad()
     def validate(self, model: SpeechMapper, data: UtteranceDataset, max_frames: int, limit: int) -> dict:
@@ -138,10 +143,10 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
     sampler = BucketBatchSampler(train.lengths, cfg.max_frames, seed=cfg.seed)
     loader = training_loader(train, sampler, cfg.workers)
-    objective = Stage1(emb, cfg.alpha, acc.device)
+    objective = Stage1(emb, cfg.alpha, acc.device, cfg.ce_weight)
     evaluate = (lambda m: objective.validate(m, valid, cfg.max_frames, cfg.max_valid)) if valid else None
     result = fit(acc, cfg, model, sampler, loader, objective.loss, evaluate, run_name="pretrain",
-                 hparams={"preset": cfg.preset, "alpha": cfg.alpha, "llm": cfg.llm})
+                 hparams={"preset": cfg.preset, "alpha": cfg.alpha, "ce_weight": cfg.ce_weight, "llm": cfg.llm})
 
     target = out / MAPPER_DIR
     if acc.is_main_process:

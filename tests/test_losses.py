@@ -1,6 +1,8 @@
 import torch
 
-from smap.losses import pad_targets, response_ce, weighted_mse
+import math
+
+from smap.losses import cosine_token_ce, pad_targets, response_ce, weighted_mse
 
 
 def test_pad_targets_and_weighted_mse_match_a_hand_computation():
@@ -33,3 +35,19 @@ def test_response_ce_ignores_masked_labels():
     logits = torch.tensor([[[0.0, 10.0], [10.0, 0.0]]])
     assert response_ce(logits, torch.tensor([[1, -100]])).item() < 1e-3
     assert response_ce(logits, torch.tensor([[1, 1]])).item() > 4
+
+
+def test_cosine_token_ce_matches_a_hand_computation_at_content_positions_only():
+    emb = torch.tensor([[1.0, 0.0], [0.0, 3.0], [-2.0, 0.0]])
+    tokens = [torch.tensor([1, 0]), torch.tensor([2, 1, 0])]
+    lengths = torch.tensor([3, 1])  # utt1 keeps 1 of its 3 tokens; utt0's third frame is pad
+    pred = torch.tensor([[[0.0, 5.0], [1.0, 1.0], [9.0, 9.0]], [[0.0, -1.0], [7.0, 7.0], [7.0, 7.0]]])
+
+    def ce(cosines, target):  # scale 20, cross-entropy of one position
+        logits = [20 * c for c in cosines]
+        return -logits[target] + math.log(sum(math.exp(z) for z in logits))
+
+    r = 1 / math.sqrt(2)
+    expected = (ce([0, 1, 0], 1) + ce([r, r, -r], 0) + ce([0, -1, 0], 2)) / 3
+    assert abs(cosine_token_ce(pred, tokens, lengths, emb).item() - expected) < 1e-4
+    assert cosine_token_ce(pred, [torch.tensor([], dtype=torch.long)] * 2, lengths, emb).item() == 0.0

@@ -62,6 +62,15 @@ def test_loader_workers_read_the_same_batches_in_the_same_order(tmp_path, stores
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_ce_weight_adds_the_token_cross_entropy(tmp_path, stores, tiny_llama):
+    result = runner.invoke(app, _args(*stores, tiny_llama, tmp_path / "run", steps=10, extra=["--ce-weight", "0.01"]))
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert row["token_ce"] > 0 and row["mse"] > 0  # logged beside the MSE, so each can be followed
+    report = json.loads((tmp_path / "run" / "pretrain_report.json").read_text())
+    assert report["config"]["ce_weight"] == 0.01
+
+
 def test_cut_targets_are_counted(tmp_path, tiny_llama):
     train = write_store(tmp_path / "short", ["the a of to and in is it that was he for on are"] * 4, frames_per_word=2)
     result = runner.invoke(app, _args(train, train, tiny_llama, tmp_path / "run", steps=2))
