@@ -18,6 +18,9 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+# Shared by pretrain and attach, the two commands that train.
+WORKERS_HELP = ("DataLoader worker processes that read and collate batches beside the training step: worth 2-4 on a "
+                "GPU, where Stage 1 can otherwise wait on data; 0 on a small CPU, where they compete with the step.")
 
 
 def _version(value: bool) -> None:
@@ -162,7 +165,7 @@ def pretrain(
     keep: Annotated[int, typer.Option(min=1, help="Checkpoints kept on disk.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out, exactly where it stopped.")] = False,
     time_budget: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes that read and collate batches beside the training step: worth 2-4 on a GPU, where Stage 1 can otherwise wait on data; 0 on a small CPU, where they compete with the step.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help=WORKERS_HELP)] = 0,
 ):
     """Stage 1: train a SpeechMapper to map speech features onto the LLM's input embeddings, without the LLM.
 
@@ -213,7 +216,7 @@ def attach(
     keep: Annotated[int, typer.Option(min=1, help="Checkpoints kept on disk.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out, exactly where it stopped.")] = False,
     time_budget: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint and the model saved) after this many minutes.")] = None,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes that read and collate batches beside the training step: worth 2-4 on a GPU, where Stage 1 can otherwise wait on data; 0 on a small CPU, where they compete with the step.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help=WORKERS_HELP)] = 0,
 ):
     """Stage 2: attach a pretrained mapper to a frozen LLM; only the mapper is trained.
 

@@ -14,6 +14,8 @@ class PadTargets:
     target: torch.Tensor  # (batch, frames', dim): token embeddings, then the pad embedding
     weight: torch.Tensor  # (batch, frames'): alpha at content, 1 at pad, 0 past the output length
     n_cut: int  # utterances whose tokens did not all fit in the mapper's output
+    ids: torch.Tensor  # (batch, frames'): the token id of each position (pad_id after the content)
+    content: torch.Tensor  # (batch, frames') bool: the positions that hold a transcript token
 
 
 def pad_targets(
@@ -34,6 +36,7 @@ def pad_targets(
     device = embedding.device
     ids = torch.full((batch, frames), pad_id, dtype=torch.long, device=device)
     weight = torch.zeros(batch, frames, device=device)
+    content = torch.zeros(batch, frames, dtype=torch.bool, device=device)
     n_cut = 0
     for b, toks in enumerate(token_ids):
         n_out = int(out_lengths[b])
@@ -42,7 +45,8 @@ def pad_targets(
         ids[b, :n] = toks[:n].to(device)
         weight[b, :n] = alpha
         weight[b, n:n_out] = 1.0
-    return PadTargets(F.embedding(ids, embedding), weight, n_cut)
+        content[b, :n] = True
+    return PadTargets(F.embedding(ids, embedding), weight, n_cut, ids, content)
 
 
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -58,26 +62,19 @@ def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor)
     return (per_pos * weight).sum() / weight.sum().clamp_min(1e-8)
 
 
-def cosine_token_ce(pred: torch.Tensor, tokens: list[torch.Tensor], lengths: torch.Tensor,
-                    embedding: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
-    """Cross-entropy over the vocabulary at each content position (not in the paper).
+def cosine_token_ce(pred: torch.Tensor, targets: PadTargets, unit_embedding: torch.Tensor,
+                    scale: float = 20.0) -> torch.Tensor:
+    """Cross-entropy over the vocabulary at each content position of `targets` (not in the paper).
 
-    logits[b, j, v] = scale * cos(pred[b, j], embedding[v]), and position j < min(len(tokens[b]),
-    lengths[b]) should be token j, as in `pad_targets`. The MSE's optimum at an uncertain position
-    is the mean of the candidate embeddings; this term pushes towards one token, away from the rest.
-    pred (batch, frames', dim); tokens: (n_b,) ids per utterance; lengths (batch,); embedding (vocab, dim).
+    logits[b, j, v] = scale * cos(pred[b, j], embedding[v]). The MSE's optimum at an uncertain
+    position is the mean of the candidate embeddings; this term pushes towards one token, away from
+    the rest. pred (batch, frames', dim); unit_embedding (vocab, dim), rows L2-normalised once by the
+    caller (the table is frozen, the step is hot).
     """
-    rows, cols, ids = [], [], []
-    for b, toks in enumerate(tokens):
-        n = min(len(toks), int(lengths[b]))
-        rows += [b] * n
-        cols += range(n)
-        ids.append(toks[:n])
-    if not rows:
+    if not targets.content.any():
         return pred.sum() * 0.0
-    unit = F.normalize(pred[rows, cols].float(), dim=-1)
-    logits = scale * unit @ F.normalize(embedding.float(), dim=-1).T
-    return F.cross_entropy(logits, torch.cat(ids).to(pred.device))
+    unit = F.normalize(pred[targets.content].float(), dim=-1)
+    return F.cross_entropy(scale * unit @ unit_embedding.T, targets.ids[targets.content])
 
 
 def response_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

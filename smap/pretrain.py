@@ -48,9 +48,10 @@ class PretrainConfig(LoopConfig):
     max_valid: int = 200  # validation utterances decoded for the intrinsic WER
 
 
-def nearest_tokens(pred: torch.Tensor, length: int, embedding: torch.Tensor, pad_id: int) -> list[int]:
-    """Decode one output (frames', dim) by cosine-nearest token embedding, up to the first pad."""
-    sims = F.normalize(pred[:length].float(), dim=-1) @ F.normalize(embedding, dim=-1).T
+def nearest_tokens(pred: torch.Tensor, length: int, unit_embedding: torch.Tensor, pad_id: int) -> list[int]:
+    """Decode one output (frames', dim) by cosine-nearest token embedding, up to the first pad;
+    unit_embedding (vocab, dim): the embedding matrix with L2-normalised rows."""
+    sims = F.normalize(pred[:length].float(), dim=-1) @ unit_embedding.T
     ids = sims.argmax(-1).tolist()
     return ids[: ids.index(pad_id)] if pad_id in ids else ids
 
@@ -67,6 +68,7 @@ class Stage1:
     def __init__(self, emb: LLMEmbeddings, alpha: float, device: torch.device, ce_weight: float = 0.0):
         self.emb, self.alpha, self.ce_weight = emb, alpha, ce_weight
         self.weight = emb.weight.to(device)
+        self.unit = F.normalize(self.weight, dim=-1)  # cosine decoding and the token CE, once
 
     def loss(self, model: SpeechMapper, batch: Batch) -> tuple[torch.Tensor, dict]:
         pred, out_len = model(batch.features, batch.lengths)
@@ -74,7 +76,7 @@ class Stage1:
         mse = weighted_mse(pred, tg.target.to(pred.dtype), tg.weight)
         if not self.ce_weight:
             return mse, {"cut": tg.n_cut}
-        ce = cosine_token_ce(pred, batch.tokens, out_len, self.weight)
+        ce = cosine_token_ce(pred, tg, self.unit)
         return mse + self.ce_weight * ce, {"cut": tg.n_cut, "mse": float(mse.detach()), "token_ce": float(ce.detach())}
 
     @torch.no_grad()
@@ -86,7 +88,7 @@ class Stage1:
             loss_sum += float(weighted_mse(pred, tg.target, tg.weight)) * float(tg.weight.sum())
             weight_sum += float(tg.weight.sum())
             for b, rec in enumerate(batch.records):
-                ids = nearest_tokens(pred[b], int(out_len[b]), self.weight, self.emb.pad_id)
+                ids = nearest_tokens(pred[b], int(out_len[b]), self.unit, self.emb.pad_id)
                 hyps.append(normalize(self.emb.tokenizer.decode(ids)))
                 refs.append(normalize(rec.get("text", "")))
         return {"loss": loss_sum / max(weight_sum, 1e-8), "wer": wer(refs, hyps)}

@@ -14,6 +14,8 @@ def test_pad_targets_and_weighted_mse_match_a_hand_computation():
     assert tg.weight.tolist() == [[5.0, 5.0, 1.0], [5.0, 5.0, 0.0]]
     assert tg.target[0].tolist() == [[1, 0], [0, 2], [0, 0]]
     assert tg.target[1, :2].tolist() == [[3, 3], [1, 0]]
+    assert tg.content.tolist() == [[True, True, False], [True, True, False]]
+    assert tg.ids[0].tolist() == [1, 2, 0] and tg.ids[1, :2].tolist() == [3, 1]
 
     pred = torch.zeros(2, 3, 2)
     pred[0, 2] = torch.tensor([1.0, 1.0])  # pad position off by (1, 1)
@@ -49,5 +51,8 @@ def test_cosine_token_ce_matches_a_hand_computation_at_content_positions_only():
 
     r = 1 / math.sqrt(2)
     expected = (ce([0, 1, 0], 1) + ce([r, r, -r], 0) + ce([0, -1, 0], 2)) / 3
-    assert abs(cosine_token_ce(pred, tokens, lengths, emb).item() - expected) < 1e-4
-    assert cosine_token_ce(pred, [torch.tensor([], dtype=torch.long)] * 2, lengths, emb).item() == 0.0
+    unit = torch.nn.functional.normalize(emb, dim=-1)
+    tg = pad_targets(tokens, lengths, emb, pad_id=0)
+    assert abs(cosine_token_ce(pred, tg, unit).item() - expected) < 1e-4
+    no_tokens = pad_targets([torch.tensor([], dtype=torch.long)] * 2, lengths, emb, pad_id=0)
+    assert cosine_token_ce(pred, no_tokens, unit).item() == 0.0
