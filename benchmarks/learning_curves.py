@@ -3,9 +3,10 @@
     python benchmarks/learning_curves.py work/replicate        # after recipes/quickstart.sh --replicate
 
 Reads the `log.jsonl` that `smap pretrain` and `smap attach` write beside their checkpoints:
-Stage 1's held-out nearest-embedding WER (cosine decoding) and validation loss, and each attach
-run's held-out cross-entropy of the transcript (its first point is the Stage-1 mapper itself,
-`--eval-at-start`). Minutes are wall-clock minutes of the run on its machine.
+Stage 1's held-out nearest-embedding WER (cosine decoding), and each attach run's held-out WER of
+its greedy transcripts through the LLM and cross-entropy of the transcript (the first point of an
+attach run is the Stage-1 mapper itself, `--eval-at-start`). Minutes are wall-clock minutes on the
+run's machine; an attach run's minutes start where Stage 1 ended, since it continues from it.
 """
 
 from __future__ import annotations
@@ -32,20 +33,27 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {"stage1_wer": points(args.work / "pretrain" / "log.jsonl", "valid_wer")}
+    stage1 = points(args.work / "pretrain" / "log.jsonl", "valid_wer")
+    offset = stage1[-1][0] if stage1 else 0.0
+    curves = {"stage1_wer": stage1}
     for run in sorted(args.work.glob("attach-*")):
-        curves[f"{run.name}_ce"] = points(run / "log.jsonl", "valid_ce")
+        for key in ("wer", "ce"):
+            curves[f"{run.name}_{key}"] = [(offset + m, v) for m, v in points(run / "log.jsonl", f"valid_{key}")]
     if not any(curves.values()):
         raise SystemExit(f"{args.work}: no pretrain/ or attach-*/ log.jsonl with validation points")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    if curves["stage1_wer"]:
-        a.plot(*zip(*curves["stage1_wer"]), marker="o")
-    a.set(title="Stage 1: held-out nearest-embedding WER", xlabel="CPU minutes", ylabel="WER %")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for name, pts in curves.items():
-        if name.startswith("attach") and pts:
+        if pts and name.endswith("_wer"):
+            label = "Stage 1 (nearest embedding)" if name == "stage1_wer" else name.removesuffix("_wer") + " (greedy, LLM)"
+            a.plot(*zip(*pts), marker="o", label=label)
+        elif pts:
             b.plot(*zip(*pts), marker="o", label=name.removesuffix("_ce"))
-    b.set(title="Attach: held-out CE of the transcript", xlabel="CPU minutes", ylabel="CE (nats/token)")
-    b.legend()
+    a.set(title="Held-out WER", xlabel="CPU minutes since Stage 1 began", ylabel="WER %")
+    b.set(title="Attach: held-out CE of the transcript", xlabel="CPU minutes since Stage 1 began",
+          ylabel="CE (nats/token)")
+    for ax in (a, b):
+        if ax.lines:
+            ax.legend()
     fig.tight_layout()
     out = args.out or args.work / "learning_curves.png"
     fig.savefig(out, dpi=110)

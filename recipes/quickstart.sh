@@ -21,8 +21,10 @@ case $MODE in
   --replicate) TRAIN=9000; EVAL=0;   S1_MIN=40; ATT_MIN=20; WORK=${SMAP_WORK:-work/replicate} ;;
   *) echo "usage: bash recipes/quickstart.sh [--fast|--replicate]" >&2; exit 2 ;;
 esac
-# Stage-1 learning rate and the CE+MSE weight: see README, "The embedded replication".
+# Stage-1 learning rate and token cross-entropy weight, and the CE+MSE weight of attach: see README,
+# "The embedded replication, and what was tried".
 S1_LR=${S1_LR:-2e-3}
+S1_CE_WEIGHT=${S1_CE_WEIGHT:-0.002}
 MSE_WEIGHT=${MSE_WEIGHT:-0.5}
 
 bash recipes/setup.sh
@@ -45,10 +47,11 @@ for split in test everyday test-qa; do
 done
 
 step "2/4 pretrain: Stage 1 on the LLM's input embeddings, no LLM loaded ($S1_MIN min)"
-# --pool 2: Whisper's 50 Hz frames averaged in pairs; half the cost per step (see README, levers).
+# --pool 2: Whisper's 50 Hz frames averaged in pairs; half the cost per step. --ce-weight: a token
+# cross-entropy beside the MSE, so that uncertain outputs pick a word (see README, levers).
 if [[ ! -f $WORK/pretrain/mapper/model.safetensors ]]; then
   smap pretrain --train "$DATA/tts/train" --valid "$DATA/tts/dev" --llm smollm2-135m --out "$WORK/pretrain" \
-    --preset small --pool 2 --steps 100000 --lr "$S1_LR" --warmup 200 --max-frames 4000 \
+    --preset small --pool 2 --ce-weight "$S1_CE_WEIGHT" --steps 100000 --lr "$S1_LR" --warmup 200 --max-frames 4000 \
     --eval-every 250 --save-every 250 --time-budget "$S1_MIN" --resume
 fi
 

@@ -13,7 +13,8 @@ Only the mapper is trained: the LLM is held outside the module tree (see `smap.s
 the optimiser, checkpoints and DDP see the mapper alone. The loop itself is `smap.training.fit`.
 
 Run folder: the training files of `smap.training` (checkpoints/, log.jsonl, tb/), plus
-``samples.jsonl`` (decoded validation examples), ``attach_report.json`` and the model itself
+``samples.jsonl`` (decoded validation examples; validation logs the held-out CE and, from greedy
+decoding, the held-out WER), ``attach_report.json`` and the model itself
 (``smap_model.json`` + ``mapper/``), so that `smap infer --model OUT` needs nothing else.
 """
 
@@ -28,6 +29,7 @@ import torch
 
 from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, evaluation_batches, training_loader
 from smap.data.store import atomic_write_text, open_stores
+from smap.evaluate.metrics import wer
 from smap.generate import generate_features, request_for
 from smap.mapper import SpeechMapper, mapper_folder
 from smap.speech_llm import ModelMismatchError, ModelSettings, SpeechLLM, stable_spec
@@ -53,6 +55,7 @@ class AttachConfig(LoopConfig):
     asr_target: str = "normalized"
     max_frames: int = 4000
     max_valid: int = 64  # validation utterances for the held-out CE
+    valid_decode: int = 32  # validation utterances decoded greedily for the held-out WER (ASR ones)
     show: int = 3  # decoded validation examples printed and logged
     lr: float = 1e-4
     warmup: int = 50
@@ -229,19 +232,26 @@ def attach(cfg: AttachConfig) -> Path:
 
 
 def validate(model: SpeechLLM, data: UtteranceDataset, cfg: AttachConfig, samples: Path | None) -> dict:
-    """Held-out CE, and a few greedy decodings printed and appended to `samples` (main process)."""
+    """Held-out CE over `max_valid` utterances; held-out WER of the greedy output over the ASR ones
+    among the first `valid_decode` (the figure Stage 1's intrinsic WER and `smap evaluate` report);
+    the first `show` decodings printed and appended to `samples` (main process)."""
     task_for = (lambda i, r: task_of(r)) if cfg.mode == "task" else (lambda i, r: "asr")
-    ce = heldout_ce(model, data, cfg.max_frames, cfg.max_valid, task_for, cfg.asr_target)
-    if cfg.show and samples is not None:
-        n = min(cfg.show, len(data))
-        records = data.records[:n]
-        tasks = [task_for(i, r) for i, r in enumerate(records)]
-        rows = generate_features(model, [r["id"] for r in records], [data[i]["features"] for i in range(n)],
-                                 [request_for(r, t) for r, t in zip(records, tasks)], cfg.max_frames, max_new_tokens=64)
+    metrics = {"ce": heldout_ce(model, data, cfg.max_frames, cfg.max_valid, task_for, cfg.asr_target)}
+    n = min(max(cfg.valid_decode, cfg.show if samples is not None else 0), len(data))
+    if not n:
+        return metrics
+    records = data.records[:n]
+    tasks = [task_for(i, r) for i, r in enumerate(records)]
+    rows = generate_features(model, [r["id"] for r in records], [data[i]["features"] for i in range(n)],
+                             [request_for(r, t) for r, t in zip(records, tasks)], cfg.max_frames, max_new_tokens=64)
+    refs = [example(r, t, 0, cfg.asr_target)[1] for r, t in zip(records, tasks)]
+    asr = [(ref, row["output"]) for ref, row, t in list(zip(refs, rows, tasks))[: cfg.valid_decode] if t == "asr"]
+    if asr:
+        metrics["wer"] = wer([a[0] for a in asr], [a[1] for a in asr])
+    if samples is not None and cfg.show:
         with open(samples, "a", encoding="utf-8") as f:
-            for row, r, t in zip(rows, records, tasks):
-                ref = example(r, t, 0, cfg.asr_target)[1]
+            for row, ref in list(zip(rows, refs))[: cfg.show]:
                 console.print(f"  [dim]{row['id']}[/] ref: {ref}\n  {' ' * len(row['id'])} out: {row['output']}",
                               highlight=False)
-                f.write(json.dumps({**row, "ce": ce, "reference": ref}) + "\n")
-    return {"ce": ce}
+                f.write(json.dumps({**row, **metrics, "reference": ref}) + "\n")
+    return metrics

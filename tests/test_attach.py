@@ -75,6 +75,22 @@ def test_attach_trains_the_mapper_only_and_writes_a_whole_model_folder(tmp_path,
     assert report["initial_ce"] == samples[0]["ce"] and report["ce"] == samples[-1]["ce"]
 
 
+def test_validation_logs_the_heldout_wer_of_the_greedy_transcripts(tmp_path, setup):
+    from smap.evaluate.metrics import wer
+
+    train, valid, mapper = setup
+    out = attach(_cfg(tmp_path, train, valid, mapper, steps=2, eval_every=2, eval_at_start=True, valid_decode=4, show=4))
+    logged = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "valid_ce" in r]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [0, 2] and len(samples) == 8
+    for k, row in enumerate(logged):  # the WER logged is that of the decodings written beside it
+        shown = samples[4 * k : 4 * k + 4]
+        assert row["valid_wer"] == pytest.approx(wer([s["reference"] for s in shown], [s["output"] for s in shown]))
+        assert all(s["wer"] == row["valid_wer"] for s in shown)
+    quiet = attach(_cfg(tmp_path, train, valid, mapper, out=str(tmp_path / "quiet"), steps=1, valid_decode=0, show=0))
+    assert not any("valid_wer" in r for r in map(json.loads, (quiet / "log.jsonl").read_text().splitlines()))
+
+
 def test_ce_plus_mse_adds_the_weighted_stage1_loss(tmp_path, setup):
     train, valid, mapper = setup
     logs = {}

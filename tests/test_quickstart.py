@@ -35,3 +35,9 @@ def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_pa
     assert {(split, s) for split in ("test", "everyday", "test-qa") for s in systems} <= rows
     table = (work / "eval" / "results.md").read_text()
     assert all(s in table for s in systems)
+    # The learning curves hold held-out WER for Stage 1 and for each attach run, from its start.
+    curves = json.loads((work / "learning_curves.json").read_text())
+    assert curves["stage1_wer"] and (work / "learning_curves.png").is_file()
+    for name in ("ce", "ce-mse"):
+        wer_points = curves[f"attach-{name}_wer"]
+        assert len(wer_points) >= 2 and wer_points[0][0] >= curves["stage1_wer"][-1][0], (name, wer_points)
