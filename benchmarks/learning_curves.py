@@ -6,7 +6,8 @@ Reads the `log.jsonl` that `smap pretrain` and `smap attach` write beside their 
 Stage 1's held-out nearest-embedding WER (cosine decoding), and each attach run's held-out WER of
 its greedy transcripts through the LLM and cross-entropy of the transcript (the first point of an
 attach run is the Stage-1 mapper itself, `--eval-at-start`). Minutes are wall-clock minutes on the
-run's machine; an attach run's minutes start where Stage 1 ended, since it continues from it.
+run's machine; each attach run continues from the Stage-1 mapper, so its minutes start where
+Stage 1 ended (the attach runs are alternatives, drawn over the same minutes).
 """
 
 from __future__ import annotations
@@ -42,12 +43,15 @@ def main() -> None:
     if not any(curves.values()):
         raise SystemExit(f"{args.work}: no pretrain/ or attach-*/ log.jsonl with validation points")
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    runs = sorted({name.rsplit("_", 1)[0] for name in curves})
+    color = {run: f"C{k}" for k, run in enumerate(runs)}  # one colour per run in both panels
     for name, pts in curves.items():
+        run = name.rsplit("_", 1)[0]
         if pts and name.endswith("_wer"):
-            label = "Stage 1 (nearest embedding)" if name == "stage1_wer" else name.removesuffix("_wer") + " (greedy, LLM)"
-            a.plot(*zip(*pts), marker="o", label=label)
+            label = "Stage 1 (nearest embedding)" if run == "stage1" else f"{run} (greedy, through the LLM)"
+            a.plot(*zip(*pts), marker="o", color=color[run], label=label)
         elif pts:
-            b.plot(*zip(*pts), marker="o", label=name.removesuffix("_ce"))
+            b.plot(*zip(*pts), marker="o", color=color[run], label=run)
     a.set(title="Held-out WER", xlabel="CPU minutes since Stage 1 began", ylabel="WER %")
     b.set(title="Attach: held-out CE of the transcript", xlabel="CPU minutes since Stage 1 began",
           ylabel="CE (nats/token)")

@@ -29,9 +29,29 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, set_seed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 console = Console(stderr=True)
 STATE_FILE = "trainer_state.json"
+
+
+class BudgetTimeRemaining(TimeRemainingColumn):
+    """Time left: the step-rate estimate, or what is left of the time budget if that ends first
+    (a budgeted run asks for far more steps than it will make)."""
+
+    def __init__(self, deadline: Callable[[], float | None]):
+        super().__init__()
+        self.deadline = deadline  # monotonic time at which the budget runs out, or None
+
+    def render(self, task) -> Text:
+        deadline = self.deadline()
+        if deadline is None or task.finished:
+            return super().render(task)
+        left = max(deadline - time.monotonic(), 0.0)
+        if task.time_remaining is not None:
+            left = min(left, task.time_remaining)
+        minutes, seconds = divmod(int(left), 60)
+        return Text(f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}", style="progress.remaining")
 
 
 class TrainingError(RuntimeError):
@@ -232,7 +252,8 @@ def fit(
 
     progress = Progress(
         TextColumn(f"[bold]{run_name}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+        TimeElapsedColumn(), TextColumn("ETA"), BudgetTimeRemaining(lambda: t0 + budget_s if budget_s else None),
+        console=console,
         disable=not acc.is_local_main_process,
     )
     initial = run_eval() if cfg.eval_at_start and step == 0 else {}

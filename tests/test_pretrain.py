@@ -71,6 +71,35 @@ def test_ce_weight_adds_the_token_cross_entropy(tmp_path, stores, tiny_llama):
     assert report["config"]["ce_weight"] == 0.01
 
 
+def test_time_budget_stops_with_a_checkpoint_and_the_schedule_spent(tmp_path, stores, tiny_llama):
+    train, valid = stores
+    out = tmp_path / "run"
+    pretrain(PretrainConfig(out=str(out), train=[str(train)], valid=[str(valid)], llm=str(tiny_llama), preset="tiny",
+                            steps=100_000, warmup=1, max_frames=400, log_every=1, eval_every=1000, save_every=1000,
+                            time_budget=0.05))
+    report = json.loads((out / "pretrain_report.json").read_text())
+    assert 0 < report["steps"] < 100_000 and report["seconds"] >= 3.0
+    assert (out / "checkpoints" / f"step-{report['steps']:06d}").is_dir() and (out / "mapper").is_dir()
+    lrs = [json.loads(l)["lr"] for l in (out / "log.jsonl").read_text().splitlines() if '"lr"' in l]
+    assert len(lrs) == report["steps"] and lrs[-1] < 0.05 * max(lrs)  # the cosine follows the budget, not --steps
+
+
+def test_eta_is_capped_by_the_time_budget():
+    from rich.progress import Progress
+
+    from smap.training import BudgetTimeRemaining
+
+    column = BudgetTimeRemaining(lambda: time.monotonic() + 90)
+    with Progress(column, disable=True) as progress:
+        task = progress.add_task("run", total=100_000)
+        for k in range(1, 4):  # a step rate that would take hours for 100,000 steps
+            time.sleep(0.05)
+            progress.update(task, completed=k)
+        h, m, s = map(int, column.render(progress.tasks[0]).plain.split(":"))
+        assert 80 <= 3600 * h + 60 * m + s <= 90
+        assert BudgetTimeRemaining(lambda: None).render(progress.tasks[0]).plain != column.render(progress.tasks[0]).plain
+
+
 def test_cut_targets_are_counted(tmp_path, tiny_llama):
     train = write_store(tmp_path / "short", ["the a of to and in is it that was he for on are"] * 4, frames_per_word=2)
     result = runner.invoke(app, _args(train, train, tiny_llama, tmp_path / "run", steps=2))
