@@ -39,15 +39,14 @@ class BudgetTimeRemaining(TimeRemainingColumn):
     """Time left: the step-rate estimate, or what is left of the time budget if that ends first
     (a budgeted run asks for far more steps than it will make)."""
 
-    def __init__(self, deadline: Callable[[], float | None]):
+    def __init__(self, deadline: float | None):
         super().__init__()
         self.deadline = deadline  # monotonic time at which the budget runs out, or None
 
     def render(self, task) -> Text:
-        deadline = self.deadline()
-        if deadline is None or task.finished:
+        if self.deadline is None or task.finished:
             return super().render(task)
-        left = max(deadline - time.monotonic(), 0.0)
+        left = max(self.deadline - time.monotonic(), 0.0)
         if task.time_remaining is not None:
             left = min(left, task.time_remaining)
         minutes, seconds = divmod(int(left), 60)
@@ -252,7 +251,7 @@ def fit(
 
     progress = Progress(
         TextColumn(f"[bold]{run_name}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), BudgetTimeRemaining(lambda: t0 + budget_s if budget_s else None),
+        TimeElapsedColumn(), TextColumn("ETA"), BudgetTimeRemaining(t0 + budget_s if budget_s else None),
         console=console,
         disable=not acc.is_local_main_process,
     )

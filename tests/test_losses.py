@@ -1,6 +1,6 @@
-import torch
-
 import math
+
+import torch
 
 from smap.losses import cosine_token_ce, pad_targets, response_ce, weighted_mse
 
