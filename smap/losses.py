@@ -63,18 +63,21 @@ def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor)
 
 
 def cosine_token_ce(pred: torch.Tensor, targets: PadTargets, unit_embedding: torch.Tensor,
-                    scale: float = 20.0) -> torch.Tensor:
-    """Cross-entropy over the vocabulary at each content position of `targets` (not in the paper).
+                    vocab: torch.Tensor | None = None, scale: float = 20.0) -> torch.Tensor:
+    """Cross-entropy over token embeddings at each content position of `targets` (not in the paper).
 
     logits[b, j, v] = scale * cos(pred[b, j], embedding[v]). The MSE's optimum at an uncertain
     position is the mean of the candidate embeddings; this term pushes towards one token, away from
     the rest. pred (batch, frames', dim); unit_embedding (vocab, dim), rows L2-normalised once by the
-    caller (the table is frozen, the step is hot).
+    caller (the table is frozen, the step is hot). vocab: (n,) sorted token ids that the softmax
+    spans, unit_embedding then holding only their n rows; every target id must be among them.
     """
     if not targets.content.any():
         return pred.sum() * 0.0
+    ids = targets.ids[targets.content]
+    rows = ids if vocab is None else torch.searchsorted(vocab, ids)
     unit = F.normalize(pred[targets.content].float(), dim=-1)
-    return F.cross_entropy(scale * unit @ unit_embedding.T, targets.ids[targets.content])
+    return F.cross_entropy(scale * unit @ unit_embedding.T, rows)
 
 
 def response_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

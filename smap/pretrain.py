@@ -63,12 +63,20 @@ def count_cut(mapper_cfg: MapperConfig, dataset: UtteranceDataset) -> int:
 
 
 class Stage1:
-    """The Stage-1 objective and its validation, over a fixed embedding table."""
+    """The Stage-1 objective and its validation, over a fixed embedding table.
 
-    def __init__(self, emb: LLMEmbeddings, alpha: float, device: torch.device, ce_weight: float = 0.0):
+    ce_vocab: (n,) the token ids that the token cross-entropy's softmax spans, by default all.
+    `pretrain` passes the tokens of the training transcripts: the others are never a target, and
+    the softmax over 49K rows would cost more than the rest of a step on a CPU.
+    """
+
+    def __init__(self, emb: LLMEmbeddings, alpha: float, device: torch.device, ce_weight: float = 0.0,
+                 ce_vocab: torch.Tensor | None = None):
         self.emb, self.alpha, self.ce_weight = emb, alpha, ce_weight
         self.weight = emb.weight.to(device)
         self.unit = F.normalize(self.weight, dim=-1)  # cosine decoding and the token CE, once
+        self.ce_vocab = None if ce_vocab is None else ce_vocab.sort().values.to(device)
+        self.ce_unit = self.unit if ce_vocab is None else self.unit[self.ce_vocab]
 
     def loss(self, model: SpeechMapper, batch: Batch) -> tuple[torch.Tensor, dict]:
         pred, out_len = model(batch.features, batch.lengths)
@@ -76,7 +84,7 @@ class Stage1:
         mse = weighted_mse(pred, tg.target.to(pred.dtype), tg.weight)
         if not self.ce_weight:
             return mse, {"cut": tg.n_cut}
-        ce = cosine_token_ce(pred, tg, self.unit)
+        ce = cosine_token_ce(pred, tg, self.ce_unit, self.ce_vocab)
         return mse + self.ce_weight * ce, {"cut": tg.n_cut, "mse": float(mse.detach()), "token_ce": float(ce.detach())}
 
     @torch.no_grad()
@@ -145,7 +153,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
     sampler = BucketBatchSampler(train.lengths, cfg.max_frames, seed=cfg.seed)
     loader = training_loader(train, sampler, cfg.workers)
-    objective = Stage1(emb, cfg.alpha, acc.device, cfg.ce_weight)
+    objective = Stage1(emb, cfg.alpha, acc.device, cfg.ce_weight, torch.cat(train.tokens).unique())
     evaluate = (lambda m: objective.validate(m, valid, cfg.max_frames, cfg.max_valid)) if valid else None
     result = fit(acc, cfg, model, sampler, loader, objective.loss, evaluate, run_name="pretrain",
                  hparams={"preset": cfg.preset, "alpha": cfg.alpha, "ce_weight": cfg.ce_weight, "llm": cfg.llm})

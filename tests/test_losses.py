@@ -56,3 +56,12 @@ def test_cosine_token_ce_matches_a_hand_computation_at_content_positions_only():
     assert abs(cosine_token_ce(pred, tg, unit).item() - expected) < 1e-4
     no_tokens = pad_targets([torch.tensor([], dtype=torch.long)] * 2, lengths, emb, pad_id=0)
     assert cosine_token_ce(pred, no_tokens, unit).item() == 0.0
+
+    # A token that is never a target (new row 1, the others move up by one) widens the full
+    # softmax; restricted to the target tokens, the loss is the hand computation above again.
+    wider = torch.cat([emb[:1], torch.tensor([[1.0, 1.0]]), emb[1:]])
+    tg_wider = pad_targets([torch.tensor([2, 0]), torch.tensor([3, 2, 0])], lengths, wider, pad_id=0)
+    unit_wider = torch.nn.functional.normalize(wider, dim=-1)
+    assert cosine_token_ce(pred, tg_wider, unit_wider).item() > expected + 0.1
+    vocab = torch.tensor([0, 2, 3])
+    assert abs(cosine_token_ce(pred, tg_wider, unit_wider[vocab], vocab).item() - expected) < 1e-4
