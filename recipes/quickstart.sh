@@ -68,7 +68,8 @@ for run in ce:0 ce-mse:$MSE_WEIGHT; do
 done
 
 step "4/4 evaluate: topline, cascade, Stage 1 only, attach CE, attach CE+MSE"
-smap evaluate --suite tts --data-root "$DATA" --out "$WORK/eval" --system transcript,cascade,smap \
+# --no-repeat-ngram 3, for every system: a weakly attached model can loop ("on the other hand on the other hand").
+smap evaluate --suite tts --data-root "$DATA" --out "$WORK/eval" --system transcript,cascade,smap --no-repeat-ngram 3 \
   --asr whisper-tiny.en --asr-data-root "$WORK/asr-data" --mapper "stage1=$WORK/pretrain/mapper" \
   --model "attach-ce=$WORK/attach-ce" --model "attach-ce-mse=$WORK/attach-ce-mse" "${limit[@]}"
 echo "table: $WORK/eval/results.md"

@@ -86,7 +86,7 @@ def _rows(ids, requests, instructions, outputs) -> list[dict]:
 @torch.no_grad()
 def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[torch.Tensor],
                       requests: Sequence[Request], max_frames: int = 4000, max_new_tokens: int = 128,
-                      num_beams: int = 1) -> list[dict]:
+                      num_beams: int = 1, no_repeat_ngram: int = 0) -> list[dict]:
     """Outputs for encoder features, each (frames, dim): batches of similar length under a
     frames budget; rows back in input order."""
     instructions = [r.instruction() for r in requests]  # fails on a bad request before any work
@@ -100,7 +100,7 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
         contents, _, _ = model.speech_contents(padded, lengths)
         suffixes = [model.lm.suffix_ids(instructions[i]) for i in chunk]
         limit = _cap([requests[i] for i in chunk], contents, max_new_tokens)
-        for i, text in zip(chunk, model.lm.generate(contents, suffixes, limit, num_beams)):
+        for i, text in zip(chunk, model.lm.generate(contents, suffixes, limit, num_beams, no_repeat_ngram)):
             outputs[i] = text
     return _rows(list(ids), requests, instructions, outputs)
 
@@ -109,7 +109,7 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
 def generate_store(model: SpeechLLM, store: FeatureStore | str | Path, requests: Sequence[Request] | None = None,
                    task: str = "asr", tgt_lang: str | None = None, question: str | None = None,
                    prompt: str | None = None, limit: int | None = None, max_frames: int = 4000,
-                   max_new_tokens: int = 128, num_beams: int = 1) -> list[dict]:
+                   max_new_tokens: int = 128, num_beams: int = 1, no_repeat_ngram: int = 0) -> list[dict]:
     """Outputs for the first `limit` utterances of a feature store, in store order."""
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     if store.dim != model.mapper.config.input_dim:
@@ -118,14 +118,14 @@ def generate_store(model: SpeechLLM, store: FeatureStore | str | Path, requests:
     requests = list(requests) if requests is not None else [request_for(r, task, tgt_lang, question, prompt) for r in records]
     features = [store.features(i) for i in range(len(records))]
     return generate_features(model, [r["id"] for r in records], features, requests[: len(records)], max_frames,
-                             max_new_tokens, num_beams)
+                             max_new_tokens, num_beams, no_repeat_ngram)
 
 
 @torch.no_grad()
 def generate_audio(model: SpeechLLM, paths: Sequence[str | Path], requests: Sequence[Request] | None = None,
                    task: str = "asr", tgt_lang: str | None = None, question: str | None = None,
                    prompt: str | None = None, encoder: str | None = None, max_frames: int = 4000,
-                   max_new_tokens: int = 128, num_beams: int = 1) -> list[dict]:
+                   max_new_tokens: int = 128, num_beams: int = 1, no_repeat_ngram: int = 0) -> list[dict]:
     """Outputs for audio files; `encoder` overrides the model's encoder spec."""
     from smap.audio import SAMPLE_RATE, load_audio, resample
     from smap.encoders import load_encoder
@@ -140,12 +140,14 @@ def generate_audio(model: SpeechLLM, paths: Sequence[str | Path], requests: Sequ
     waves = [resample(w, SAMPLE_RATE, enc.sample_rate) for w in waves]
     features = [f for k in range(0, len(waves), 16) for f in enc.encode(waves[k : k + 16])]
     requests = list(requests) if requests is not None else [Request(task, tgt_lang, question, prompt)] * len(paths)
-    return generate_features(model, [str(p) for p in paths], features, requests, max_frames, max_new_tokens, num_beams)
+    return generate_features(model, [str(p) for p in paths], features, requests, max_frames, max_new_tokens, num_beams,
+                             no_repeat_ngram)
 
 
 @torch.no_grad()
 def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requests: Sequence[Request],
-                  batch_size: int = 16, max_new_tokens: int = 128, num_beams: int = 1) -> list[dict]:
+                  batch_size: int = 16, max_new_tokens: int = 128, num_beams: int = 1,
+                  no_repeat_ngram: int = 0) -> list[dict]:
     """The text-only path: each text's token embeddings where the speech would be."""
     instructions = [r.instruction() for r in requests]
     contents = [lm.embed_text(t) for t in texts]
@@ -155,7 +157,7 @@ def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requ
         chunk = order[k : k + batch_size]
         limit = _cap([requests[i] for i in chunk], [contents[i] for i in chunk], max_new_tokens)
         texts_out = lm.generate([contents[i] for i in chunk], [lm.suffix_ids(instructions[i]) for i in chunk],
-                                limit, num_beams)
+                                limit, num_beams, no_repeat_ngram)
         for i, text in zip(chunk, texts_out):
             outputs[i] = text
     return _rows(list(ids), requests, instructions, outputs)

@@ -204,15 +204,16 @@ class PromptedLM:
 
     @torch.no_grad()
     def generate(self, contents: list[torch.Tensor], suffixes: list[list[int]], max_new_tokens: int = 128,
-                 num_beams: int = 1) -> list[str]:
-        """Greedy (num_beams=1) or beam-search continuations of each prompt, decoded to text."""
+                 num_beams: int = 1, no_repeat_ngram: int = 0) -> list[str]:
+        """Greedy (num_beams=1) or beam-search continuations of each prompt, decoded to text;
+        no_repeat_ngram > 0 bans any n-gram of that size from appearing twice in an output."""
         batch = len(contents)
         a = self.assemble(contents, suffixes, pad_left=True)
         # generate() takes the whole sequence and skips the part already in the cache.
         embeds = torch.cat([self._prefix_embeds(batch), a.embeds], 1)
         mask = torch.cat([a.mask.new_ones(batch, len(self.format.prefix_ids)), a.mask], 1)
         config = GenerationConfig(
-            max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+            max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False, no_repeat_ngram_size=no_repeat_ngram,
             eos_token_id=self.format.eos_id, pad_token_id=self.pad_id,
         )
         cache = self.prefix_cache(batch * num_beams) if self.use_prefix_cache else None
@@ -269,10 +270,11 @@ class SpeechLLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, features: torch.Tensor, lengths: torch.Tensor, instructions: list[str],
-                 max_new_tokens: int = 128, num_beams: int = 1) -> list[str]:
+                 max_new_tokens: int = 128, num_beams: int = 1, no_repeat_ngram: int = 0) -> list[str]:
         """features (batch, frames, dim), lengths (batch,), one instruction per example -> texts."""
         contents, _, _ = self.speech_contents(features, lengths)
-        return self.lm.generate(contents, [self.lm.suffix_ids(i) for i in instructions], max_new_tokens, num_beams)
+        return self.lm.generate(contents, [self.lm.suffix_ids(i) for i in instructions], max_new_tokens, num_beams,
+                                no_repeat_ngram)
 
     # -- model folders -------------------------------------------------------------------------
 

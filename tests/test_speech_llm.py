@@ -103,6 +103,23 @@ def test_batched_cached_generation_matches_one_at_a_time_uncached(lm, beams):
     assert batched == alone and any(batched)
 
 
+def test_no_repeat_ngram_stops_the_loops_of_greedy_decoding(lm, monkeypatch):
+    outputs = []  # the generated ids, seen on their way out of the LLM's generate()
+    real = lm.llm.generate
+    monkeypatch.setattr(lm.llm, "generate", lambda *a, **k: outputs.append(real(*a, **k)) or outputs[-1])
+
+    def loops(ids: torch.Tensor) -> bool:  # some bigram twice
+        pairs = [p for p in zip(ids.tolist(), ids[1:].tolist()) if lm.format.eos_id not in p and lm.pad_id not in p]
+        return len(pairs) != len(set(pairs))
+
+    contents = _contents(lm.llm.config.hidden_size, seed=2)
+    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
+    lm.generate(contents, suffixes, max_new_tokens=40)
+    guarded = lm.generate(contents, suffixes, max_new_tokens=40, no_repeat_ngram=2)
+    assert any(map(loops, outputs[0]))  # a random tiny LM loops, as a weakly attached one does
+    assert not any(map(loops, outputs[1])) and all(guarded)
+
+
 def test_gradients_reach_the_mapper_only_and_ce_plus_mse_adds_the_stage1_loss(lm):
     model = SpeechLLM(_mapper(lm), lm, ModelSettings(llm="tiny"))
     g = torch.Generator().manual_seed(0)

@@ -34,6 +34,7 @@ class Decoding:
     batch_size: int = 16  # text batches: prompts per batch
     max_new_tokens: int = 128
     num_beams: int = 1
+    no_repeat_ngram: int = 0  # > 0: no n-gram of this size twice in an output (every decoder)
 
 
 def _requests(split: Split, records: list[dict]):
@@ -65,7 +66,8 @@ class SpeechSystem:
                              f"prepare this split with --encoder {wanted}")
         d = self.decoding
         rows = generate_store(self.model, store, _requests(split, store.records[:limit]), limit=limit,
-                              max_frames=d.max_frames, max_new_tokens=d.max_new_tokens, num_beams=d.num_beams)
+                              max_frames=d.max_frames, max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
+                              no_repeat_ngram=d.no_repeat_ngram)
         return [r["output"] for r in rows]
 
 
@@ -91,7 +93,8 @@ class TextSystem:
         texts = self.transcribe(split, store, limit) if self.transcribe else [r["text"] for r in records]
         d = self.decoding
         rows = generate_text(self.lm, [r["id"] for r in records], texts, _requests(split, records),
-                             batch_size=d.batch_size, max_new_tokens=d.max_new_tokens, num_beams=d.num_beams)
+                             batch_size=d.batch_size, max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
+                             no_repeat_ngram=d.no_repeat_ngram)
         return [r["output"] for r in rows]
 
 
@@ -109,7 +112,7 @@ class WhisperTranscriber:
 
     TOKENS_PER_SECOND, SLACK = 6, 8
 
-    def __init__(self, spec: str, data_root: str | Path | None = None, num_beams: int = 1):
+    def __init__(self, spec: str, data_root: str | Path | None = None, num_beams: int = 1, no_repeat_ngram: int = 0):
         from tokenizers import Tokenizer
 
         from smap.encoders import EMBEDDED_ENCODER, embedded_whisper_dir, load_encoder, parse_spec
@@ -126,7 +129,7 @@ class WhisperTranscriber:
         self.prompt = ["<|startoftranscript|>"] + (["<|en|>", "<|transcribe|>"] if self.encoder.model.is_multilingual
                                                    else []) + ["<|notimestamps|>"]
         self.data_root = Path(data_root) if data_root else None
-        self.num_beams = num_beams
+        self.num_beams, self.no_repeat_ngram = num_beams, no_repeat_ngram
 
     def _source(self, split: Split, store: FeatureStore) -> FeatureStore:
         """The store holding this Whisper's features for the split."""
@@ -167,7 +170,8 @@ class WhisperTranscriber:
             if len(feats) < window:
                 feats = torch.cat([feats, feats.new_zeros(window - len(feats), feats.shape[1])])
             view = ctranslate2.StorageView.from_array(feats[None].contiguous().numpy())
-            result = self.encoder.model.generate(view, [self.prompt], beam_size=self.num_beams, max_length=min(448, cap))[0]
+            result = self.encoder.model.generate(view, [self.prompt], beam_size=self.num_beams, max_length=min(448, cap),
+                                                 no_repeat_ngram_size=self.no_repeat_ngram)[0]
             texts.append(self.tokenizer.decode(result.sequences_ids[0]).strip())
         return texts
 
@@ -185,7 +189,7 @@ def transcriber(spec: str, decoding: Decoding, data_root: str | Path | None = No
 
         asr = SpeechSystem(load_model(model=spec), {"model": spec}, decoding, name="asr")
         return lambda split, store, limit: asr.outputs(ASR_PASS, store, limit)
-    return WhisperTranscriber(spec, data_root, decoding.num_beams)
+    return WhisperTranscriber(spec, data_root, decoding.num_beams, decoding.no_repeat_ngram)
 
 
 def speech_specs(models: list[str], mappers: list[str]) -> list[tuple[str, str, str]]:
