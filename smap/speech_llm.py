@@ -32,6 +32,7 @@ Model folder (`SpeechLLM.save_pretrained`)::
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,7 +218,9 @@ class PromptedLM:
             eos_token_id=self.format.eos_id, pad_token_id=self.pad_id,
         )
         cache = self.prefix_cache(batch * num_beams) if self.use_prefix_cache else None
-        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, cache=cache, generation_config=config)
+        with warnings.catch_warnings():  # the n-gram ban covers the output only, as wanted: not a warning here
+            warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
+            out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, cache=cache, generation_config=config)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
