@@ -255,7 +255,7 @@ def infer(
     encoder: Annotated[Optional[str], typer.Option(help="With audio files: override the model's encoder spec.")] = None,
     num_beams: Annotated[int, typer.Option(min=1, help="1: greedy search; more: beam search.")] = 1,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest output in tokens (ASR is also capped near the speech length).")] = 128,
-    no_repeat_ngram: Annotated[int, typer.Option(min=0, help="Ban any n-gram of this size from appearing twice in an output (0: off). Small attached models can loop ('on the other hand on the other hand'); 3 cut the quickstart's attach WER by 2-11 points (README).")] = 0,
+    no_repeat_ngram: Annotated[int, typer.Option(min=0, help="Ban any n-gram of this size from appearing twice in an output (0: off). Small attached models can loop ('on the other hand on the other hand'); 3 cut the quickstart's attach WER by 2 to 12 points (README).")] = 0,
     max_frames: Annotated[int, typer.Option(min=1, help="Batch budget in feature frames.")] = 4000,
     out: Annotated[Optional[Path], typer.Option(help="JSONL file for the rows (id, task, prompt, output); written whole at the end.")] = None,
     device: Annotated[Optional[str], typer.Option(help="'cpu', 'cuda', ... (default: cuda if available).")] = None,
@@ -294,7 +294,7 @@ def evaluate(
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances of each split (quick checks).")] = None,
     num_beams: Annotated[int, typer.Option(min=1, help="1: greedy search; more: beam search.")] = 1,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest output in tokens (ASR is also capped near the speech length).")] = 128,
-    no_repeat_ngram: Annotated[int, typer.Option(min=0, help="Ban any n-gram of this size from appearing twice in an output (0: off). Small attached models can loop ('on the other hand on the other hand'); 3 cut the quickstart's attach WER by 2-11 points (README).")] = 0,
+    no_repeat_ngram: Annotated[int, typer.Option(min=0, help="Ban any n-gram of this size from appearing twice in an output (0: off). Small attached models can loop ('on the other hand on the other hand'); 3 cut the quickstart's attach WER by 2 to 12 points (README).")] = 0,
     max_frames: Annotated[int, typer.Option(min=1, help="Speech batches: budget in feature frames.")] = 4000,
     batch_size: Annotated[int, typer.Option(min=1, help="Text batches (transcript, cascade, judges): prompts per batch.")] = 16,
 ):
