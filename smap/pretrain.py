@@ -153,9 +153,10 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
     sampler = BucketBatchSampler(train.lengths, cfg.max_frames, seed=cfg.seed)
     loader = training_loader(train, sampler, cfg.workers)
-    objective = Stage1(emb, cfg.alpha, acc.device, cfg.ce_weight, torch.cat(train.tokens).unique())
-    if cfg.ce_weight:
-        console.print(f"token cross-entropy (weight {cfg.ce_weight}) over the {len(objective.ce_vocab)} token types "
+    ce_vocab = torch.cat(train.tokens).unique() if cfg.ce_weight else None
+    objective = Stage1(emb, cfg.alpha, acc.device, cfg.ce_weight, ce_vocab)
+    if ce_vocab is not None:
+        console.print(f"token cross-entropy (weight {cfg.ce_weight}) over the {len(ce_vocab)} token types "
                       "of the training transcripts")
     evaluate = (lambda m: objective.validate(m, valid, cfg.max_frames, cfg.max_valid)) if valid else None
     result = fit(acc, cfg, model, sampler, loader, objective.loss, evaluate, run_name="pretrain",
