@@ -56,14 +56,14 @@ def make_step(model: SpeechLLM, batch: int, speech: int, target: int, bf16: bool
     features = torch.randn(batch, frames, model.mapper.config.input_dim, generator=g)
     lengths = torch.full((batch,), frames)
     vocab = len(model.lm.tokenizer)
-    suffixes = [model.lm.suffix_ids(Request("asr").instruction())] * batch
+    prompts = [model.lm.prompt_ids(Request("asr").instruction())] * batch
     responses = [torch.randint(100, vocab, (target - 1,), generator=g).tolist() + [model.lm.format.eos_id]
                  for _ in range(batch)]
     optimizer = torch.optim.AdamW(model.mapper.parameters(), lr=1e-4)
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = model(features, lengths, suffixes, responses)
+            loss, _ = model(features, lengths, prompts, responses)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -32,6 +32,7 @@ from smap.data.store import atomic_write_text, open_stores
 from smap.evaluate.metrics import wer
 from smap.generate import generate_features, request_for
 from smap.mapper import SpeechMapper, mapper_folder
+from smap.prompts import LAYOUTS
 from smap.speech_llm import ModelMismatchError, ModelSettings, SpeechLLM, stable_spec
 from smap.text import normalize
 from smap.training import LoopConfig, console, fit, make_accelerator
@@ -52,6 +53,7 @@ class AttachConfig(LoopConfig):
     mse_weight: float = 0.0
     alpha: float = 5.0
     system: str = "default"
+    layout: str = "instruction-first"  # where the instruction goes (`smap.prompts.LAYOUTS`)
     asr_target: str = "normalized"
     max_frames: int = 4000
     max_valid: int = 64  # validation utterances for the held-out CE
@@ -122,20 +124,20 @@ class Stage2:
         # In task mode, indices past the task stores are the ASR mix-in.
         return task_of(self.data.records[index]) if self.cfg.mode == "task" and index < self.n_task else "asr"
 
-    def prompts(self, batch: Batch, phrasing: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
-        """Suffix and response ids per example; phrasing drawn per (seed, epoch, utterance) unless given."""
-        lm, suffixes, responses = self.model.lm, [], []
+    def prompts(self, batch: Batch, phrasing: int | None = None) -> tuple[list[tuple[list[int], list[int]]], list[list[int]]]:
+        """Prompt (head, tail) and response ids per example; phrasing drawn per (seed, epoch, utterance) unless given."""
+        lm, prompts, responses = self.model.lm, [], []
         for index, record in zip(batch.indices, batch.records):
             choice = phrasing if phrasing is not None else random.Random(
                 f"{self.cfg.seed}:{self.sampler.epoch}:{index}")
             instruction, response = example(record, self.task(index), choice, self.cfg.asr_target)
-            suffixes.append(lm.suffix_ids(instruction))
+            prompts.append(lm.prompt_ids(instruction))
             responses.append(lm.format.response_ids(response))
-        return suffixes, responses
+        return prompts, responses
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
-        suffixes, responses = self.prompts(batch)
-        return model(batch.features, batch.lengths, suffixes, responses, batch.tokens, self.cfg.mse_weight,
+        prompts, responses = self.prompts(batch)
+        return model(batch.features, batch.lengths, prompts, responses, batch.tokens, self.cfg.mse_weight,
                      self.cfg.alpha)
 
 
@@ -148,7 +150,7 @@ def heldout_ce(model: SpeechLLM, data: UtteranceDataset, max_frames: int, limit:
         for batch in evaluation_batches(data, max_frames, limit, model.lm.device):
             pairs = [example(r, task_for(i, r), 0, asr_target) for i, r in zip(batch.indices, batch.records)]
             contents, _, _ = model.speech_contents(batch.features, batch.lengths)
-            ce, n = model.lm.response_loss(contents, [model.lm.suffix_ids(p[0]) for p in pairs],
+            ce, n = model.lm.response_loss(contents, [model.lm.prompt_ids(p[0]) for p in pairs],
                                            [model.lm.format.response_ids(p[1]) for p in pairs])
             total, count = total + float(ce) * n, count + n
     return total / max(count, 1)
@@ -158,6 +160,8 @@ def attach(cfg: AttachConfig) -> Path:
     """Run Stage 2; returns the model folder (`cfg.out`)."""
     if cfg.mode not in MODES:
         raise ValueError(f"--mode must be asr or task, not {cfg.mode!r}")
+    if cfg.layout not in LAYOUTS:
+        raise ValueError(f"--layout must be {' or '.join(LAYOUTS)}, not {cfg.layout!r}")
     if cfg.asr_target not in ("normalized", "raw"):
         raise ValueError(f"--asr-target must be normalized or raw, not {cfg.asr_target!r}")
     acc = make_accelerator(cfg)
@@ -175,7 +179,8 @@ def attach(cfg: AttachConfig) -> Path:
     if not (cfg.llm or mapper.config.extra.get("llm")):
         raise ModelMismatchError(f"{mapper_dir}: the mapper does not record its LLM; give --llm")
     llm = stable_spec(cfg.llm or mapper.config.extra["llm"])
-    settings = ModelSettings(llm=llm, encoder=stores[0].encoder, system=cfg.system, asr_target=cfg.asr_target,
+    settings = ModelSettings(llm=llm, encoder=stores[0].encoder, system=cfg.system, layout=cfg.layout,
+                             asr_target=cfg.asr_target,
                              provenance={"stage": 2, "mode": cfg.mode, "mapper": str(mapper_dir.resolve()),
                                          "mse_weight": cfg.mse_weight, "asr_mix": cfg.asr_mix if cfg.mode == "task" else 0.0})
     model = SpeechLLM.build(mapper, settings, DTYPES[cfg.mixed_precision])
@@ -199,11 +204,12 @@ def attach(cfg: AttachConfig) -> Path:
         raise ValueError(f"{untranscribed} utterances used for ASR have no transcript; give ASR stores with text")
 
     out = Path(cfg.out)
-    identity = {"mapper": str(mapper_dir.resolve()), "llm": llm, "mode": cfg.mode, "system": cfg.system}
+    identity = {"mapper": str(mapper_dir.resolve()), "llm": llm, "mode": cfg.mode, "system": cfg.system,
+                "layout": cfg.layout}
     saved = out / "attach_config.json"
     if cfg.resume and saved.is_file() and json.loads(saved.read_text())["identity"] != identity:
-        raise ValueError(f"{saved}: the run in --out was started with another mapper, LLM, mode or system "
-                         "message; use a new --out or the same options")
+        raise ValueError(f"{saved}: the run in --out was started with another mapper, LLM, mode, system "
+                         "message or prompt layout; use a new --out or the same options")
     out.mkdir(parents=True, exist_ok=True)
     if acc.is_main_process:
         atomic_write_text(saved, json.dumps({"identity": identity, "config": asdict(cfg)}, indent=2))

@@ -198,6 +198,7 @@ def attach(
     mse_weight: Annotated[float, typer.Option(min=0.0, help="sigma in CE + sigma x Stage-1 MSE towards the transcript's token embeddings (0: CE only; the paper warns that 0.8 confused SQA with ASR).")] = 0.0,
     alpha: Annotated[float, typer.Option(min=0.0, help="Weight of content against pad positions in that MSE, as in Stage 1.")] = 5.0,
     system: Annotated[str, typer.Option(help="System message: 'default' (the chat template's own), 'short' (one line, cheaper on a CPU) or any text. Recorded in the model folder.")] = "default",
+    layout: Annotated[str, typer.Option(help="Where the instruction goes in the user turn: 'instruction-first' (the instruction, then the speech: a small chat LLM then repeats rather than answers; README) or 'speech-first'. Recorded in the model folder.")] = "instruction-first",
     asr_target: Annotated[str, typer.Option(help="ASR responses: 'normalized' (lower-case, no punctuation, as Stage 1's targets) or 'raw' transcripts.")] = "normalized",
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps (paper: about 1000).")] = 1000,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate of the mapper.")] = 1e-4,
@@ -229,7 +230,7 @@ def attach(
     cfg = AttachConfig(
         mapper=str(mapper), llm=llm, mode=mode, train=[str(p) for p in train], valid=[str(p) for p in valid or []],
         asr_train=[str(p) for p in asr_train or []], asr_mix=asr_mix, mse_weight=mse_weight, alpha=alpha,
-        system=system, asr_target=asr_target, out=str(out), steps=steps, lr=lr, warmup=warmup,
+        system=system, layout=layout, asr_target=asr_target, out=str(out), steps=steps, lr=lr, warmup=warmup,
         weight_decay=weight_decay, max_frames=max_frames, grad_accum=grad_accum, clip=clip,
         mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
         max_valid=max_valid, valid_decode=valid_decode, show=show, keep=keep, resume=resume, time_budget=time_budget,
@@ -246,6 +247,7 @@ def infer(
     mapper: Annotated[Optional[Path], typer.Option(help="Instead of --model: a Stage-1 mapper folder (or pretrain run folder), used zero-shot with --llm.")] = None,
     llm: Annotated[Optional[str], typer.Option(help="With --mapper: the frozen LLM spec (default: the one the mapper was pretrained for).")] = None,
     system: Annotated[str, typer.Option(help="With --mapper: system message, 'default', 'short' or any text (a model folder records its own).")] = "default",
+    layout: Annotated[str, typer.Option(help="With --mapper: 'instruction-first' or 'speech-first', where the instruction goes (a model folder records its own).")] = "instruction-first",
     store: Annotated[Optional[Path], typer.Option(help="Instead of audio files: a prepared feature store (from `smap prepare`).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="With --store: only the first N utterances.")] = None,
     task: Annotated[str, typer.Option(help="'asr', 'st' (needs --tgt-lang or tgt_lang in the store), 'sqa' (needs --question or question in the store) or 'free' (needs --prompt).")] = "asr",
@@ -265,7 +267,7 @@ def infer(
 
     if bool(audio) == (store is not None):
         raise UserError("give audio files or --store, not both and not neither")
-    speech_llm = load_model(model, mapper, llm, system, device)
+    speech_llm = load_model(model, mapper, llm, system, device, layout)
     kwargs = dict(task=task, tgt_lang=tgt_lang, question=question, prompt=prompt, max_frames=max_frames,
                   max_new_tokens=max_new_tokens, num_beams=num_beams, no_repeat_ngram=no_repeat_ngram)
     rows = (generate_store(speech_llm, store, limit=limit, **kwargs) if store is not None

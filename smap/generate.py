@@ -46,21 +46,25 @@ ASR_SLACK = 8
 
 
 def load_model(model: str | Path | None = None, mapper: str | Path | None = None, llm: str | None = None,
-               system: str = "default", device: str | None = None) -> SpeechLLM:
-    """A speech LLM from a model folder, or from a Stage-1 mapper and an LLM spec."""
+               system: str = "default", device: str | None = None, layout: str = "instruction-first") -> SpeechLLM:
+    """A speech LLM from a model folder (its own prompt settings), or from a Stage-1 mapper and an
+    LLM spec (`system` and `layout`)."""
     if (model is None) == (mapper is None):
         raise ValueError("give either a model folder (--model) or a Stage-1 mapper (--mapper, with --llm)")
-    speech_llm = SpeechLLM.from_pretrained(model) if model is not None else SpeechLLM.from_mapper(mapper, llm, system)
+    speech_llm = (SpeechLLM.from_pretrained(model) if model is not None
+                  else SpeechLLM.from_mapper(mapper, llm, system, layout=layout))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     speech_llm.to(device).eval()
     speech_llm.lm.to(device)
     return speech_llm
 
 
-def load_text_lm(llm: str, system: str = "default", device: str | None = None) -> PromptedLM:
+def load_text_lm(llm: str, system: str = "default", device: str | None = None,
+                 layout: str = "instruction-first") -> PromptedLM:
     """The frozen LLM with the speech LLM's prompt format, for text input (`generate_text`)."""
     model, tokenizer = load_causal_lm(llm)
-    return PromptedLM(model, tokenizer, system).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    lm = PromptedLM(model, tokenizer, system, layout=layout)
+    return lm.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def request_for(record: dict, task: str, tgt_lang: str | None = None, question: str | None = None,
@@ -98,9 +102,9 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
         for b, i in enumerate(chunk):
             padded[b, : lengths[b]] = features[i].to(device, torch.float32)
         contents, _, _ = model.speech_contents(padded, lengths)
-        suffixes = [model.lm.suffix_ids(instructions[i]) for i in chunk]
+        prompts = [model.lm.prompt_ids(instructions[i]) for i in chunk]
         limit = _cap([requests[i] for i in chunk], contents, max_new_tokens)
-        for i, text in zip(chunk, model.lm.generate(contents, suffixes, limit, num_beams, no_repeat_ngram)):
+        for i, text in zip(chunk, model.lm.generate(contents, prompts, limit, num_beams, no_repeat_ngram)):
             outputs[i] = text
     return _rows(list(ids), requests, instructions, outputs)
 
@@ -156,7 +160,7 @@ def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requ
     for k in range(0, len(order), batch_size):
         chunk = order[k : k + batch_size]
         limit = _cap([requests[i] for i in chunk], [contents[i] for i in chunk], max_new_tokens)
-        texts_out = lm.generate([contents[i] for i in chunk], [lm.suffix_ids(instructions[i]) for i in chunk],
+        texts_out = lm.generate([contents[i] for i in chunk], [lm.prompt_ids(instructions[i]) for i in chunk],
                                 limit, num_beams, no_repeat_ngram)
         for i, text in zip(chunk, texts_out):
             outputs[i] = text

@@ -1,16 +1,25 @@
 """Instructions and chat-template rendering for the speech LLM.
 
-Every prompt is the LLM's own chat template around one user turn whose content starts with the
-speech and ends with the instruction::
+Every prompt is the LLM's own chat template around one user turn that holds the instruction and
+the speech, in the order of the layout (``instruction-first`` by default)::
 
-    <template up to the user content> [speech vectors] \\n<instruction><end of turn, assistant header>
-    '------------- prefix --------------'                '--------------- suffix ------------------'
+    instruction-first:
+    <template up to the user content> <instruction>\n [speech vectors] <end of turn, assistant header>
+    '----------- prefix ------------' '--- head ----'                  '----------- tail ------------'
 
-Putting the speech first makes the prefix (system message, user header) the same token sequence
-for every task and phrasing, so its keys and values are computed once and reused
-(`smap.speech_llm.PromptedLM`). The response is the target text followed by the tokenizer's EOS,
-which ends an assistant turn in the chat models we target (SmolLM2, Qwen2, EuroLLM: <|im_end|>;
-Llama-3.1-Instruct: <|eot_id|>).
+    speech-first (no head):
+    <template up to the user content> [speech vectors] \n<instruction><end of turn, assistant header>
+    '----------- prefix ------------'                  '------------------- tail -------------------'
+
+The prefix (system message, user header) is the same token sequence for every task, phrasing and
+layout, so its keys and values are computed once and reused (`smap.speech_llm.PromptedLM`). The
+response is the target text followed by the tokenizer's EOS, which ends an assistant turn in the
+chat models we target (SmolLM2, Qwen2, EuroLLM: <|im_end|>; Llama-3.1-Instruct: <|eot_id|>).
+
+Why instruction first: a small chat LLM reads what follows an instruction to repeat as text to
+repeat, and a message before the instruction as something to answer. Given 100 held-out sentences
+as text, SmolLM2-135M-Instruct repeats them at 13.5% WER instruction first against 38.8% speech
+first (each with its best phrasing), and an attached mapper inherits the habit (README).
 
 Tasks: ``asr`` (transcribe), ``st`` (translate into ``tgt_lang``), ``sqa`` (answer ``question``,
 given as text beside the spoken passage) and ``free`` (the user's own ``prompt``). Each task has
@@ -28,11 +37,12 @@ TASKS = ("asr", "st", "sqa", "free")
 INSTRUCTIONS: dict[str, tuple[str, ...]] = {
     "asr": (
         # Inference uses the first: of these, it is the one SmolLM2-135M follows best when given
-        # the transcript as text (the topline): 35% WER against 120% for "Transcribe the audio."
+        # the transcript as text (the topline), instruction first: 13.5% WER on 100 held-out
+        # sentences, against 26-78% for the others (README).
+        "Repeat the words spoken in this recording.",
         "Repeat exactly what is said.",
         "Transcribe the audio.",
         "Write down exactly what the speaker says.",
-        "Repeat the words spoken in this recording.",
         "What is said in the audio? Give the exact words.",
         "Transcribe this speech verbatim.",
     ),
@@ -63,6 +73,8 @@ LANGUAGES = {
 
 # Stands where the speech goes; never tokenised (the rendered text is split at it).
 PLACEHOLDER = "<|speech|>"
+
+LAYOUTS = ("instruction-first", "speech-first")
 
 # For tokenizers without a chat template (base models): plain role lines.
 FALLBACK_TEMPLATE = (
@@ -112,22 +124,26 @@ def resolve_system(system: str) -> str | None:
 
 
 class PromptFormat:
-    """The chat template of one tokenizer, split at the speech placeholder.
+    """The chat template of one tokenizer, split around the speech placeholder.
 
-    `prefix_ids` is shared by every prompt; `suffix_ids(instruction)` follows the speech and ends
-    with the assistant header; `response_ids(text)` is the target followed by EOS.
+    `prefix_ids` is shared by every prompt; `around(instruction)` gives the ids between the prefix
+    and the speech (the head) and after the speech (the tail, ending with the assistant header);
+    `response_ids(text)` is the target followed by EOS.
     """
 
-    def __init__(self, tokenizer, system: str = "default"):
-        self.tokenizer, self.system = tokenizer, system
+    def __init__(self, tokenizer, system: str = "default", layout: str = "instruction-first"):
+        if layout not in LAYOUTS:
+            raise PromptError(f"unknown prompt layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        self.tokenizer, self.system, self.layout = tokenizer, system, layout
         if tokenizer.eos_token_id is None:
             raise PromptError("the tokenizer has no EOS token; cannot end a response")
         self.eos_id = int(tokenizer.eos_token_id)
-        prefix, _ = self._split("x")
-        self.prefix_ids = self._encode(prefix)
+        self._prefix = self._template(PLACEHOLDER)[0]
+        self.prefix_ids = self._encode(self._prefix)
 
-    def _split(self, instruction: str) -> tuple[str, str]:
-        messages = [{"role": "user", "content": f"{PLACEHOLDER}\n{instruction}"}]
+    def _template(self, content: str) -> tuple[str, str]:
+        """The rendered prompt for one user turn, split at the placeholder in `content`."""
+        messages = [{"role": "user", "content": content}]
         sys_text = resolve_system(self.system)
         if sys_text is not None:
             messages.insert(0, {"role": "system", "content": sys_text})
@@ -135,22 +151,34 @@ class PromptFormat:
         text = self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, chat_template=template
         )
-        prefix, sep, suffix = text.partition(PLACEHOLDER)
+        before, sep, after = text.partition(PLACEHOLDER)
         if not sep:
             raise PromptError("the chat template dropped the user message; cannot place the speech")
-        return prefix, suffix
+        return before, after
+
+    def _content(self, instruction: str) -> str:
+        return f"{instruction}\n{PLACEHOLDER}" if self.layout == "instruction-first" else f"{PLACEHOLDER}\n{instruction}"
+
+    def _split(self, instruction: str) -> tuple[str, str]:
+        before, after = self._template(self._content(instruction))
+        if not before.startswith(self._prefix):
+            raise PromptError("the chat template renders the text before the user message differently for "
+                              "different messages; cannot share a prompt prefix")
+        return before[len(self._prefix):], after
 
     def _encode(self, text: str) -> list[int]:
         # Templates spell out their special tokens (BOS included), so none are added here.
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def suffix_ids(self, instruction: str) -> list[int]:
-        return self._encode(self._split(instruction)[1])
+    def around(self, instruction: str) -> tuple[list[int], list[int]]:
+        """(head, tail): the ids before and after the speech, for one instruction."""
+        head, tail = self._split(instruction)
+        return self._encode(head), self._encode(tail)
 
     def response_ids(self, text: str) -> list[int]:
         return self._encode(text) + [self.eos_id]
 
     def render(self, instruction: str, speech: str = PLACEHOLDER) -> str:
         """The prompt as text, with `speech` where the speech vectors go (for logs and JSONL)."""
-        prefix, suffix = self._split(instruction)
-        return prefix + speech + suffix
+        head, tail = self._split(instruction)
+        return self._prefix + head + speech + tail

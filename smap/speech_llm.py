@@ -2,9 +2,9 @@
 
 One example is laid out as (see `smap.prompts`)::
 
-    [prefix tokens] [content vectors] [suffix tokens] [response tokens + EOS]
-     shared          speech (mapper)   instruction,    labels: the only
-                     or text tokens    assistant hdr   positions with loss
+    [prefix tokens] [head tokens] [content vectors] [tail tokens]   [response tokens + EOS]
+     shared          instruction   speech (mapper)   end of turn,    labels: the only
+                     (its layout)  or text tokens    assistant hdr   positions with loss
 
 The prefix is the same for every example, so its keys and values are computed once with the
 frozen LLM and reused by every training step and every generation (`PromptedLM.prefix_cache`).
@@ -90,20 +90,21 @@ class PromptedLM:
     """A frozen causal LM, its tokenizer and prompt format, and the cached prompt prefix.
 
     `contents` below are per-example (n_b, dim) tensors that take the placeholder's place:
-    mapper outputs for speech, or token embeddings of a text (`embed_text`).
+    mapper outputs for speech, or token embeddings of a text (`embed_text`); `prompts` are
+    per-example (head, tail) token ids around them (`prompt_ids`).
     """
 
     def __init__(self, llm, tokenizer, system: str = "default", prefix_cache: bool = True,
-                 logits_at_labels: bool = True):
+                 logits_at_labels: bool = True, layout: str = "instruction-first"):
         self.llm, self.tokenizer = llm, tokenizer
-        self.format = PromptFormat(tokenizer, system)
+        self.format = PromptFormat(tokenizer, system, layout)
         self.use_prefix_cache = prefix_cache
         # Models that rescale or soft-cap logits after the head need the stock forward.
         cfg = llm.config.get_text_config()
         self.logits_at_labels = logits_at_labels and getattr(cfg, "final_logit_softcapping", None) is None
         self.pad_id = pad_id_of(tokenizer)
         self._prefix: tuple[tuple[torch.device, torch.dtype], list] | None = None
-        self._suffixes: dict[str, list[int]] = {}
+        self._prompts: dict[str, tuple[list[int], list[int]]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -125,10 +126,11 @@ class PromptedLM:
         """(n, dim) embeddings of a text's tokens: the text-only stand-in for speech vectors."""
         return self.embed(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def suffix_ids(self, instruction: str) -> list[int]:
-        if instruction not in self._suffixes:
-            self._suffixes[instruction] = self.format.suffix_ids(instruction)
-        return self._suffixes[instruction]
+    def prompt_ids(self, instruction: str) -> tuple[list[int], list[int]]:
+        """(head, tail) ids around the content for one instruction (see `PromptFormat.around`)."""
+        if instruction not in self._prompts:
+            self._prompts[instruction] = self.format.around(instruction)
+        return self._prompts[instruction]
 
     # -- the shared prefix ---------------------------------------------------------------------
 
@@ -150,13 +152,14 @@ class PromptedLM:
 
     # -- assembling a batch --------------------------------------------------------------------
 
-    def assemble(self, contents: list[torch.Tensor], suffixes: list[list[int]],
+    def assemble(self, contents: list[torch.Tensor], prompts: list[tuple[list[int], list[int]]],
                  responses: list[list[int]] | None = None, pad_left: bool = False) -> Assembled:
-        """Rows of [content, suffix, response], padded to one length with zero vectors."""
+        """Rows of [head, content, tail, response], padded to one length with zero vectors."""
         rows, labels = [], []
         for b, content in enumerate(contents):
-            tail = suffixes[b] + (responses[b] if responses is not None else [])
-            rows.append(torch.cat([content.to(self.dtype), self.embed(tail)]))
+            head, tail = prompts[b]
+            tail = tail + (responses[b] if responses is not None else [])
+            rows.append(torch.cat([self.embed(head), content.to(self.dtype), self.embed(tail)]))
             lab = torch.full((len(rows[-1]),), IGNORE, dtype=torch.long)
             if responses is not None:
                 lab[len(rows[-1]) - len(responses[b]):] = torch.tensor(responses[b])
@@ -171,7 +174,7 @@ class PromptedLM:
             embeds[b, s : s + len(row)] = row
             out_labels[b, s : s + len(row)] = labels[b]
             mask[b, s : s + len(row)] = 1
-            start[b] = s
+            start[b] = s + len(prompts[b][0])
         return Assembled(embeds, out_labels.to(self.device), mask.to(self.device), start)
 
     def _prefix_embeds(self, batch: int) -> torch.Tensor:
@@ -179,10 +182,10 @@ class PromptedLM:
 
     # -- training ------------------------------------------------------------------------------
 
-    def response_loss(self, contents: list[torch.Tensor], suffixes: list[list[int]],
+    def response_loss(self, contents: list[torch.Tensor], prompts: list[tuple[list[int], list[int]]],
                       responses: list[list[int]]) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy over response tokens (EOS included) and their count."""
-        a = self.assemble(contents, suffixes, responses)
+        a = self.assemble(contents, prompts, responses)
         inputs, targets = a.embeds[:, :-1], a.labels[:, 1:]  # position t predicts token t+1
         n_prefix = len(self.format.prefix_ids)
         if self.use_prefix_cache:
@@ -204,12 +207,12 @@ class PromptedLM:
     # -- generation ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, contents: list[torch.Tensor], suffixes: list[list[int]], max_new_tokens: int = 128,
+    def generate(self, contents: list[torch.Tensor], prompts: list[tuple[list[int], list[int]]], max_new_tokens: int = 128,
                  num_beams: int = 1, no_repeat_ngram: int = 0) -> list[str]:
         """Greedy (num_beams=1) or beam-search continuations of each prompt, decoded to text;
         no_repeat_ngram > 0 bans any n-gram of that size from appearing twice in an output."""
         batch = len(contents)
-        a = self.assemble(contents, suffixes, pad_left=True)
+        a = self.assemble(contents, prompts, pad_left=True)
         # generate() takes the whole sequence and skips the part already in the cache.
         embeds = torch.cat([self._prefix_embeds(batch), a.embeds], 1)
         mask = torch.cat([a.mask.new_ones(batch, len(self.format.prefix_ids)), a.mask], 1)
@@ -231,6 +234,7 @@ class ModelSettings:
     llm: str
     encoder: str | None = None
     system: str = "default"
+    layout: str = "instruction-first"  # where the instruction goes (`smap.prompts.LAYOUTS`)
     asr_target: str = "normalized"  # ASR responses: "normalized" (as Stage 1's targets) or "raw"
     provenance: dict = field(default_factory=dict)
 
@@ -249,15 +253,16 @@ class SpeechLLM(nn.Module):
         emb, out_len = self.mapper(features, lengths)
         return [emb[b, : int(out_len[b])] for b in range(len(emb))], emb, out_len
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor, suffixes: list[list[int]],
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, prompts: list[tuple[list[int], list[int]]],
                 responses: list[list[int]], mse_tokens: list[torch.Tensor] | None = None,
                 mse_weight: float = 0.0, alpha: float = 5.0) -> tuple[torch.Tensor, dict]:
         """CE on the responses, plus `mse_weight` x the Stage-1 MSE towards `mse_tokens`' embeddings.
 
-        features (batch, frames, dim), lengths (batch,); suffixes/responses: token ids per example;
+        features (batch, frames, dim), lengths (batch,); prompts: (head, tail) ids per example
+        (`PromptedLM.prompt_ids`); responses: token ids per example;
         mse_tokens: per example the normalised transcript's ids (empty: no MSE for that row)."""
         contents, emb, out_len = self.speech_contents(features, lengths)
-        ce, n = self.lm.response_loss(contents, suffixes, responses)
+        ce, n = self.lm.response_loss(contents, prompts, responses)
         logs = {"ce": float(ce.detach()), "tokens": n}
         loss = ce
         if mse_weight > 0 and mse_tokens is not None:
@@ -276,7 +281,7 @@ class SpeechLLM(nn.Module):
                  max_new_tokens: int = 128, num_beams: int = 1, no_repeat_ngram: int = 0) -> list[str]:
         """features (batch, frames, dim), lengths (batch,), one instruction per example -> texts."""
         contents, _, _ = self.speech_contents(features, lengths)
-        return self.lm.generate(contents, [self.lm.suffix_ids(i) for i in instructions], max_new_tokens, num_beams,
+        return self.lm.generate(contents, [self.lm.prompt_ids(i) for i in instructions], max_new_tokens, num_beams,
                                 no_repeat_ngram)
 
     # -- model folders -------------------------------------------------------------------------
@@ -287,7 +292,7 @@ class SpeechLLM(nn.Module):
         self.mapper.save_pretrained(directory / MAPPER_DIR)
         s = self.settings
         atomic_write_text(directory / MODEL_FILE, json.dumps({
-            "format": FORMAT_VERSION, "llm": s.llm, "encoder": s.encoder, "system": s.system,
+            "format": FORMAT_VERSION, "llm": s.llm, "encoder": s.encoder, "system": s.system, "layout": s.layout,
             "asr_target": s.asr_target, "mapper": MAPPER_DIR, "provenance": s.provenance,
         }, indent=2))
 
@@ -296,7 +301,7 @@ class SpeechLLM(nn.Module):
               prefix_cache: bool = True, logits_at_labels: bool = True) -> SpeechLLM:
         """Load the frozen LLM named in `settings` and attach `mapper` to it (checked first)."""
         llm, tokenizer = load_causal_lm(settings.llm, dtype)
-        lm = PromptedLM(llm, tokenizer, settings.system, prefix_cache, logits_at_labels)
+        lm = PromptedLM(llm, tokenizer, settings.system, prefix_cache, logits_at_labels, settings.layout)
         return cls(mapper, lm, settings)
 
     @classmethod
@@ -308,14 +313,14 @@ class SpeechLLM(nn.Module):
 
     @classmethod
     def from_mapper(cls, mapper_dir: str | Path, llm: str | None = None, system: str = "default",
-                    dtype: torch.dtype = torch.float32, **kwargs) -> SpeechLLM:
+                    dtype: torch.dtype = torch.float32, layout: str = "instruction-first", **kwargs) -> SpeechLLM:
         """A Stage-1 mapper used straight away with a frozen LLM (default: the one it was trained for)."""
         mapper = SpeechMapper.from_pretrained(mapper_dir)
         extra = mapper.config.extra
         llm = llm or extra.get("llm")
         if not llm:
             raise ModelMismatchError(f"{mapper_dir}: the mapper does not record its LLM; give --llm")
-        settings = ModelSettings(llm=stable_spec(llm), encoder=extra.get("encoder"), system=system,
+        settings = ModelSettings(llm=stable_spec(llm), encoder=extra.get("encoder"), system=system, layout=layout,
                                  provenance={"stage": 1, "mapper": str(mapper_dir)})
         return cls.build(mapper, settings, dtype, **kwargs)
 
@@ -333,7 +338,9 @@ def read_settings(directory: str | Path) -> ModelSettings:
                                 "train one with `smap attach`, or use --mapper DIR --llm SPEC")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
+        # Folders written before the layout was recorded were trained speech-first.
         return ModelSettings(llm=d["llm"], encoder=d.get("encoder"), system=d.get("system", "default"),
+                             layout=d.get("layout", "speech-first"),
                              asr_target=d.get("asr_target", "normalized"), provenance=d.get("provenance", {}))
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: unreadable model manifest ({e})") from None

@@ -149,9 +149,9 @@ def test_task_mode_prompts_the_task_and_the_asr_mix_prompts_transcription(tmp_pa
     data = UtteranceDataset([FeatureStore(sqa)] * 2, model.lm.tokenizer)
     sampler = BucketBatchSampler(data.lengths, 10_000)
     stage = Stage2(model, AttachConfig(out="x", mode="task"), data, 8, sampler)
-    suffixes, responses = stage.prompts(collate([data[3], data[8 + 3]]), phrasing=0)
+    prompts, responses = stage.prompts(collate([data[3], data[8 + 3]]), phrasing=0)
     decode = model.lm.tokenizer.decode
-    assert "what is it" in decode(suffixes[0]) and "what is it" not in decode(suffixes[1])
+    assert "what is it" in decode(prompts[0][0]) and "what is it" not in decode(prompts[1][0])  # instruction first
     assert decode(responses[0][:-1]) == sentences[3].split()[0] and decode(responses[1][:-1]) == sentences[3]
     assert task_of(data.records[3]) == "sqa" and stage.task(3) == "sqa" and stage.task(11) == "asr"
 
@@ -170,7 +170,7 @@ def test_resume_continues_and_refuses_another_mapper(tmp_path, setup, tiny_llama
 def test_help_explains_every_option():
     result = runner.invoke(app, ["attach", "--help"], env={"COLUMNS": "250"})
     assert result.exit_code == 0
-    for opt in ("--mapper", "--mode", "--llm", "--asr-mix", "--mse-weight", "--system", "--resume",
+    for opt in ("--mapper", "--mode", "--llm", "--asr-mix", "--mse-weight", "--system", "--layout", "--resume",
                 "--mixed-precision", "--grad-accum", "--max-frames", "--valid"):
         assert opt in result.output
 

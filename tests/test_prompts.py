@@ -3,7 +3,7 @@ import random
 import pytest
 
 from conftest import make_tokenizer
-from smap.prompts import INSTRUCTIONS, PLACEHOLDER, PromptError, PromptFormat, Request, language_name
+from smap.prompts import INSTRUCTIONS, LAYOUTS, PLACEHOLDER, PromptError, PromptFormat, Request, language_name
 
 
 def test_every_task_has_several_phrasings_and_training_draws_them_all():
@@ -34,15 +34,30 @@ def test_incomplete_requests_are_refused(request_, message):
         request_.instruction()
 
 
-def test_prefix_is_shared_and_prompt_tokens_match_the_rendered_template():
-    fmt = PromptFormat(make_tokenizer(), system="short")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_prefix_is_shared_and_prompt_tokens_match_the_rendered_template(layout):
+    fmt = PromptFormat(make_tokenizer(), system="short", layout=layout)
     rendered = fmt.render("what is it", speech="")
     assert PLACEHOLDER not in rendered and "helpful" in rendered
-    # prefix + suffix tokens are the rendered template's tokens, the speech being empty
-    assert fmt.prefix_ids + fmt.suffix_ids("what is it") == fmt.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-    # the prefix does not depend on the instruction: one cache serves every task and phrasing
+    # prefix + head + tail tokens are the rendered template's tokens, the speech being empty
+    head, tail = fmt.around("what is it")
+    assert fmt.prefix_ids + head + tail == fmt.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    # the prefix depends on neither the instruction nor the layout: one cache serves every prompt
     assert PromptFormat(make_tokenizer(), "short").prefix_ids == fmt.prefix_ids
-    assert fmt.suffix_ids("what is it") != fmt.suffix_ids("the speech")
+    assert fmt.around("what is it") != fmt.around("the speech")
+
+
+def test_the_instruction_comes_before_the_speech_unless_told_otherwise():
+    tok = make_tokenizer()
+    first, speech_first = PromptFormat(tok), PromptFormat(tok, layout="speech-first")
+    rendered = first.render("what is it", speech="SPEECH")
+    assert rendered.index("what is it") < rendered.index("SPEECH")
+    rendered = speech_first.render("what is it", speech="SPEECH")
+    assert rendered.index("SPEECH") < rendered.index("what is it")
+    assert speech_first.around("what is it")[0] == []  # nothing between prefix and speech
+    assert tok.decode(first.around("what is it")[0]).strip() == "what is it"
+    with pytest.raises(PromptError, match="unknown prompt layout 'audio-last'"):
+        PromptFormat(tok, layout="audio-last")
 
 
 def test_system_options_change_only_the_prefix():
@@ -51,7 +66,7 @@ def test_system_options_change_only_the_prefix():
     assert "system" not in default.render("x")  # the test template adds no default system turn
     assert "You are a helpful assistant." in short.render("x")
     assert "you are a speech model" in custom.render("x")
-    assert default.suffix_ids("x") == short.suffix_ids("x") == custom.suffix_ids("x")
+    assert default.around("x") == short.around("x") == custom.around("x")
     assert len(default.prefix_ids) < len(short.prefix_ids)
 
 
@@ -61,4 +76,4 @@ def test_response_ends_with_eos_and_fallback_template_for_base_models():
     assert fmt.response_ids("the speech") == tok("the speech", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     tok.chat_template = None
     plain = PromptFormat(tok).render("what is it")
-    assert plain.startswith(f"User: {PLACEHOLDER}\nwhat is it") and plain.endswith("Assistant: ")
+    assert plain.startswith(f"User: what is it\n{PLACEHOLDER}") and plain.endswith("Assistant: ")

@@ -11,6 +11,7 @@ from smap.mapper import SpeechMapper, preset
 from smap.speech_llm import (IGNORE, MODEL_FILE, ModelMismatchError, ModelSettings, PromptedLM, SpeechLLM,
                              read_settings)
 from smap.llm import tokenizer_fingerprint
+from smap.prompts import LAYOUTS
 
 INSTRUCTIONS = ["Transcribe the audio.", "what is it", "the a of to and"]
 RESPONSES = ["the a of", "to and in is it that", "was"]
@@ -35,41 +36,44 @@ def _mapper(lm: PromptedLM, **extra) -> SpeechMapper:
     return SpeechMapper(cfg)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("pad_left", [False, True])
-def test_speech_vectors_sit_exactly_at_the_placeholder(lm, pad_left):
+def test_speech_vectors_sit_exactly_at_the_placeholder(lm, pad_left, layout):
+    lm = PromptedLM(lm.llm, lm.tokenizer, "short", layout=layout)
     contents = _contents(lm.llm.config.hidden_size)
-    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
     responses = [lm.format.response_ids(r) for r in RESPONSES]
-    a = lm.assemble(contents, suffixes, responses, pad_left=pad_left)
+    a = lm.assemble(contents, prompts, responses, pad_left=pad_left)
     for b, content in enumerate(contents):
-        s, n = int(a.content_start[b]), len(content)
-        tokens = suffixes[b] + responses[b]
+        (head, tail), s, n = prompts[b], int(a.content_start[b]), len(content)
+        tokens = tail + responses[b]
         assert torch.equal(a.embeds[b, s : s + n], content)  # bit-exact speech vectors
+        assert torch.equal(a.embeds[b, s - len(head) : s], lm.embed(head))
         assert torch.equal(a.embeds[b, s + n : s + n + len(tokens)], lm.embed(tokens))
         real = a.mask[b].bool()
-        assert int(real.sum()) == n + len(tokens) and bool(real[s : s + n + len(tokens)].all())
+        assert int(real.sum()) == len(head) + n + len(tokens) and bool(real[s - len(head) : s + n + len(tokens)].all())
         assert not a.embeds[b][~real].any()  # padding is zeros
-        assert (s == 0) != pad_left or a.embeds.shape[1] == n + len(tokens)
+        assert (s == len(head)) != pad_left or a.embeds.shape[1] == len(head) + n + len(tokens)
 
 
 def test_labels_cover_the_response_and_nothing_else(lm):
     contents = _contents(lm.llm.config.hidden_size)
-    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
     responses = [lm.format.response_ids(r) for r in RESPONSES]
-    a = lm.assemble(contents, suffixes, responses)
+    a = lm.assemble(contents, prompts, responses)
     for b in range(len(contents)):
         labelled = (a.labels[b] != IGNORE).nonzero().flatten()
-        start = len(contents[b]) + len(suffixes[b])
+        start = len(prompts[b][0]) + len(contents[b]) + len(prompts[b][1])
         assert labelled.tolist() == list(range(start, start + len(responses[b])))
         assert a.labels[b, labelled].tolist() == responses[b]
         assert responses[b][-1] == lm.tokenizer.eos_token_id
 
 
-def _reference_ce(lm: PromptedLM, contents, suffixes, responses) -> torch.Tensor:
+def _reference_ce(lm: PromptedLM, contents, prompts, responses) -> torch.Tensor:
     """One example at a time, whole prompt through the stock forward, no padding, no cache."""
     total, count = 0.0, 0
-    for content, suffix, response in zip(contents, suffixes, responses):
-        seq = torch.cat([lm.embed(lm.format.prefix_ids), content, lm.embed(suffix + response)])[None]
+    for content, (head, tail), response in zip(contents, prompts, responses):
+        seq = torch.cat([lm.embed(lm.format.prefix_ids + head), content, lm.embed(tail + response)])[None]
         logits = lm.llm(inputs_embeds=seq).logits[0]
         r = len(response)
         total += F.cross_entropy(logits[-r - 1 : -1], torch.tensor(response), reduction="sum")
@@ -77,28 +81,29 @@ def _reference_ce(lm: PromptedLM, contents, suffixes, responses) -> torch.Tensor
     return total / count
 
 
-def test_prefix_cache_and_label_logits_give_the_full_forwards_loss(lm):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_prefix_cache_and_label_logits_give_the_full_forwards_loss(lm, layout):
+    lm = PromptedLM(lm.llm, lm.tokenizer, "short", layout=layout)
     contents = _contents(lm.llm.config.hidden_size)
-    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
     responses = [lm.format.response_ids(r) for r in RESPONSES]
-    reference = _reference_ce(lm, contents, suffixes, responses)
+    reference = _reference_ce(lm, contents, prompts, responses)
     for cache in (True, False):
         for at_labels in (True, False):
             lm.use_prefix_cache, lm.logits_at_labels = cache, at_labels
-            ce, n = lm.response_loss(contents, suffixes, responses)
+            ce, n = lm.response_loss(contents, prompts, responses)
             assert n == sum(map(len, responses))
             assert abs(float(ce) - float(reference)) < 1e-5, (cache, at_labels)
-    lm.use_prefix_cache = lm.logits_at_labels = True
 
 
 @pytest.mark.parametrize("beams", [1, 3])
 def test_batched_cached_generation_matches_one_at_a_time_uncached(lm, beams):
     contents = _contents(lm.llm.config.hidden_size, seed=1)
-    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
     lm.use_prefix_cache = True
-    batched = lm.generate(contents, suffixes, max_new_tokens=6, num_beams=beams)
+    batched = lm.generate(contents, prompts, max_new_tokens=6, num_beams=beams)
     lm.use_prefix_cache = False
-    alone = [lm.generate([c], [s], max_new_tokens=6, num_beams=beams)[0] for c, s in zip(contents, suffixes)]
+    alone = [lm.generate([c], [s], max_new_tokens=6, num_beams=beams)[0] for c, s in zip(contents, prompts)]
     lm.use_prefix_cache = True
     assert batched == alone and any(batched)
 
@@ -113,9 +118,9 @@ def test_no_repeat_ngram_stops_the_loops_of_greedy_decoding(lm, monkeypatch):
         return len(pairs) != len(set(pairs))
 
     contents = _contents(lm.llm.config.hidden_size, seed=2)
-    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
-    lm.generate(contents, suffixes, max_new_tokens=40)
-    guarded = lm.generate(contents, suffixes, max_new_tokens=40, no_repeat_ngram=2)
+    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
+    lm.generate(contents, prompts, max_new_tokens=40)
+    guarded = lm.generate(contents, prompts, max_new_tokens=40, no_repeat_ngram=2)
     assert any(map(loops, outputs[0]))  # a random tiny LM loops, as a weakly attached one does
     assert not any(map(loops, outputs[1])) and all(guarded)
 
@@ -124,11 +129,11 @@ def test_gradients_reach_the_mapper_only_and_ce_plus_mse_adds_the_stage1_loss(lm
     model = SpeechLLM(_mapper(lm), lm, ModelSettings(llm="tiny"))
     g = torch.Generator().manual_seed(0)
     features, lengths = torch.randn(3, 40, 16, generator=g), torch.tensor([40, 28, 33])
-    suffixes = [lm.suffix_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
     responses = [lm.format.response_ids(r) for r in RESPONSES]
     tokens = [torch.tensor([4, 5, 6]), torch.tensor([], dtype=torch.long), torch.tensor([7, 8])]
-    ce_only, logs = model(features, lengths, suffixes, responses)
-    both, logs2 = model(features, lengths, suffixes, responses, tokens, mse_weight=0.5)
+    ce_only, logs = model(features, lengths, prompts, responses)
+    both, logs2 = model(features, lengths, prompts, responses, tokens, mse_weight=0.5)
     # the MSE is Stage 1's, over the rows that have a transcript
     emb, out_len = model.mapper(features, lengths)
     tg = pad_targets([tokens[0], tokens[2]], out_len[[0, 2]], lm.llm.get_input_embeddings().weight, lm.pad_id)
@@ -155,13 +160,19 @@ def test_mismatched_mapper_is_refused_naming_both_sides(lm):
 def test_model_folder_round_trip(tmp_path, tiny_llama):
     llm, tok = load_causal_lm(str(tiny_llama))
     lm = PromptedLM(llm, tok, system="short")
-    settings = ModelSettings(llm=str(tiny_llama), encoder="test-encoder", system="short", provenance={"stage": 2})
+    settings = ModelSettings(llm=str(tiny_llama), encoder="test-encoder", system="short", layout="speech-first",
+                             provenance={"stage": 2})
     model = SpeechLLM(_mapper(lm), lm, settings)
     model.save_pretrained(tmp_path / "m")
     manifest = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
     assert manifest["llm"] == str(tiny_llama) and manifest["encoder"] == "test-encoder" and manifest["system"] == "short"
     again = SpeechLLM.from_pretrained(tmp_path / "m")
     assert again.settings == settings and again.lm.format.prefix_ids == lm.format.prefix_ids
+    assert again.lm.format.layout == "speech-first"  # decoded with the layout it was trained with
+    # a folder from before layouts were recorded was trained speech-first
+    (tmp_path / "m" / MODEL_FILE).write_text(json.dumps({k: v for k, v in manifest.items() if k != "layout"}))
+    assert read_settings(tmp_path / "m").layout == "speech-first"
+    assert ModelSettings(llm="x").layout == "instruction-first"
     for (n, p), (_, q) in zip(model.mapper.state_dict().items(), again.mapper.state_dict().items()):
         assert torch.equal(p, q), n
     with pytest.raises(FileNotFoundError, match="not a smap model folder"):

@@ -54,7 +54,7 @@ class SpeechSystem:
 
     def describe(self) -> dict:
         s = self.model.settings
-        return {**self.source, "llm": s.llm, "encoder": s.encoder, "system_prompt": s.system,
+        return {**self.source, "llm": s.llm, "encoder": s.encoder, "system_prompt": s.system, "layout": s.layout,
                 "provenance": s.provenance, "decoding": vars(self.decoding)}
 
     def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
@@ -84,6 +84,7 @@ class TextSystem:
 
     def describe(self) -> dict:
         return {"llm": self.llm_spec, "input": f"ASR transcript ({self.asr})" if self.asr else "gold transcript",
+                "layout": self.lm.format.layout,
                 "decoding": vars(self.decoding)}
 
     def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
@@ -254,7 +255,7 @@ def llm_judge(spec: str, batch_size: int = 16):
     from smap.generate import generate_text, load_text_lm
     from smap.prompts import Request
 
-    lm = load_text_lm(spec)
+    lm = load_text_lm(spec, layout="speech-first")  # the answer to judge, then the verdict's instruction
 
     def judge(prompts: list[str]) -> list[str]:
         requests = [Request("free", prompt=JUDGE_INSTRUCTION)] * len(prompts)
