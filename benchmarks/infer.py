@@ -18,7 +18,7 @@ import torch
 
 from smap.data.store import FeatureStore
 from smap.generate import generate_store
-from smap.speech_llm import SpeechLLM
+from smap.speech_llm import Decoding, SpeechLLM
 
 
 def main() -> None:
@@ -35,10 +35,11 @@ def main() -> None:
     rows = []
     for prefix_cache in (True, False):
         model = SpeechLLM.from_pretrained(args.model, prefix_cache=prefix_cache)
-        generate_store(model, store, limit=2, max_new_tokens=4)  # warm-up (and the prefix cache)
+        generate_store(model, store, limit=2, decoding=Decoding(max_new_tokens=4))  # warm-up (and the prefix cache)
         for batch in (1, 16):
             t = time.perf_counter()
-            out = generate_store(model, store, limit=args.n, max_frames=batch * longest, max_new_tokens=args.max_new_tokens)
+            out = generate_store(model, store, limit=args.n, max_frames=batch * longest,
+                                 decoding=Decoding(max_new_tokens=args.max_new_tokens))
             wall = time.perf_counter() - t
             tokens = sum(len(model.lm.tokenizer(r["output"], add_special_tokens=False)["input_ids"]) + 1 for r in out)
             rows.append({"batch": batch, "prefix_cache": prefix_cache, "wall_s": round(wall, 2),

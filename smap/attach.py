@@ -33,7 +33,7 @@ from smap.evaluate.metrics import wer
 from smap.generate import generate_features, request_for
 from smap.mapper import SpeechMapper, mapper_folder
 from smap.prompts import LAYOUTS
-from smap.speech_llm import ModelMismatchError, ModelSettings, SpeechLLM, stable_spec
+from smap.speech_llm import Decoding, ModelMismatchError, ModelSettings, SpeechLLM, stable_spec
 from smap.text import normalize
 from smap.training import LoopConfig, console, fit, make_accelerator
 
@@ -249,7 +249,7 @@ def validate(model: SpeechLLM, data: UtteranceDataset, cfg: AttachConfig, sample
     records = data.records[:n]
     tasks = [task_for(i, r) for i, r in enumerate(records)]
     rows = generate_features(model, [r["id"] for r in records], [data[i]["features"] for i in range(n)],
-                             [request_for(r, t) for r, t in zip(records, tasks)], cfg.max_frames, max_new_tokens=64)
+                             [request_for(r, t) for r, t in zip(records, tasks)], cfg.max_frames, Decoding(max_new_tokens=64))
     refs = [example(r, t, 0, cfg.asr_target)[1] for r, t in zip(records, tasks)]
     asr = [(ref, row["output"]) for ref, row, t in list(zip(refs, rows, tasks))[: cfg.valid_decode] if t == "asr"]
     if asr:

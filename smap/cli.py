@@ -264,12 +264,13 @@ def infer(
 ):
     """Run a speech LLM on audio files or a feature store; print one line per input, optionally write JSONL."""
     from smap.generate import generate_audio, generate_store, load_model, write_jsonl
+    from smap.speech_llm import Decoding
 
     if bool(audio) == (store is not None):
         raise UserError("give audio files or --store, not both and not neither")
     speech_llm = load_model(model, mapper, llm, system, device, layout)
     kwargs = dict(task=task, tgt_lang=tgt_lang, question=question, prompt=prompt, max_frames=max_frames,
-                  max_new_tokens=max_new_tokens, num_beams=num_beams, no_repeat_ngram=no_repeat_ngram)
+                  decoding=Decoding(max_new_tokens, num_beams, no_repeat_ngram))
     rows = (generate_store(speech_llm, store, limit=limit, **kwargs) if store is not None
             else generate_audio(speech_llm, audio, encoder=encoder, **kwargs))
     for row in rows:
@@ -307,11 +308,12 @@ def evaluate(
     from rich.console import Console as _Console
 
     from smap.evaluate import report, run, suites, systems
+    from smap.speech_llm import Decoding
 
     splits = suites.select(suite)
-    decoding = systems.Decoding(max_frames, batch_size, max_new_tokens, num_beams, no_repeat_ngram)
+    inference = systems.Inference(Decoding(max_new_tokens, num_beams, no_repeat_ngram), max_frames, batch_size)
     chosen = systems.build([s.strip() for s in system.split(",") if s.strip()], models=model or [],
-                           mappers=mapper or [], llm=llm, asr=asr, asr_data_root=asr_data_root, decoding=decoding)
+                           mappers=mapper or [], llm=llm, asr=asr, asr_data_root=asr_data_root, inference=inference)
     scoring = run.make_scoring(splits, comet_model, systems.judges(judge or [], batch_size))
     results = run.evaluate(splits, chosen, data_root, out, scoring, limit,
                            log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))

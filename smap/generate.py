@@ -20,9 +20,9 @@ Generating (each returns rows ``{"id", "task", "prompt", "output"}`` in input or
     model's own prompt settings.
 
 `requests` is one `smap.prompts.Request` per input (task, tgt_lang, question, prompt), or None to
-derive them with `request_for` from each record and the defaults given. Decoding is batched
-greedy search (``num_beams=1``) or beam search, with the prompt prefix's keys and values
-computed once (`smap.speech_llm.PromptedLM`). ASR outputs are capped at the longest input's
+derive them with `request_for` from each record and the defaults given. `decoding`
+(`smap.speech_llm.Decoding`) is batched greedy search (``num_beams=1``) or beam search, with the
+prompt prefix's keys and values computed once (`smap.speech_llm.PromptedLM`). ASR outputs are capped at the longest input's
 number of content vectors plus 8 tokens: a transcript never has more tokens than Stage 1's
 output frames, and the cap stops a looping decoder early.
 """
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -40,7 +41,7 @@ from smap.data.store import FeatureStore, atomic_write_text
 from smap.evaluate.suites import question_text
 from smap.llm import load_causal_lm
 from smap.prompts import Request
-from smap.speech_llm import PromptedLM, SpeechLLM
+from smap.speech_llm import Decoding, PromptedLM, SpeechLLM
 
 ASR_SLACK = 8
 
@@ -75,10 +76,10 @@ def request_for(record: dict, task: str, tgt_lang: str | None = None, question: 
     return Request(task, tgt_lang or record.get("tgt_lang"), question, prompt)
 
 
-def _cap(requests: Sequence[Request], contents: Sequence[torch.Tensor], max_new_tokens: int) -> int:
+def _cap(requests: Sequence[Request], contents: Sequence[torch.Tensor], decoding: Decoding) -> Decoding:
     if all(r.task == "asr" for r in requests):
-        return min(max_new_tokens, max(len(c) for c in contents) + ASR_SLACK)
-    return max_new_tokens
+        return replace(decoding, max_new_tokens=min(decoding.max_new_tokens, max(len(c) for c in contents) + ASR_SLACK))
+    return decoding
 
 
 def _rows(ids, requests, instructions, outputs) -> list[dict]:
@@ -89,8 +90,7 @@ def _rows(ids, requests, instructions, outputs) -> list[dict]:
 
 @torch.no_grad()
 def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[torch.Tensor],
-                      requests: Sequence[Request], max_frames: int = 4000, max_new_tokens: int = 128,
-                      num_beams: int = 1, no_repeat_ngram: int = 0) -> list[dict]:
+                      requests: Sequence[Request], max_frames: int = 4000, decoding: Decoding = Decoding()) -> list[dict]:
     """Outputs for encoder features, each (frames, dim): batches of similar length under a
     frames budget; rows back in input order."""
     instructions = [r.instruction() for r in requests]  # fails on a bad request before any work
@@ -103,8 +103,8 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
             padded[b, : lengths[b]] = features[i].to(device, torch.float32)
         contents, _, _ = model.speech_contents(padded, lengths)
         prompts = [model.lm.prompt_ids(instructions[i]) for i in chunk]
-        limit = _cap([requests[i] for i in chunk], contents, max_new_tokens)
-        for i, text in zip(chunk, model.lm.generate(contents, prompts, limit, num_beams, no_repeat_ngram)):
+        capped = _cap([requests[i] for i in chunk], contents, decoding)
+        for i, text in zip(chunk, model.lm.generate(contents, prompts, capped)):
             outputs[i] = text
     return _rows(list(ids), requests, instructions, outputs)
 
@@ -113,7 +113,7 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
 def generate_store(model: SpeechLLM, store: FeatureStore | str | Path, requests: Sequence[Request] | None = None,
                    task: str = "asr", tgt_lang: str | None = None, question: str | None = None,
                    prompt: str | None = None, limit: int | None = None, max_frames: int = 4000,
-                   max_new_tokens: int = 128, num_beams: int = 1, no_repeat_ngram: int = 0) -> list[dict]:
+                   decoding: Decoding = Decoding()) -> list[dict]:
     """Outputs for the first `limit` utterances of a feature store, in store order."""
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     if store.dim != model.mapper.config.input_dim:
@@ -122,14 +122,14 @@ def generate_store(model: SpeechLLM, store: FeatureStore | str | Path, requests:
     requests = list(requests) if requests is not None else [request_for(r, task, tgt_lang, question, prompt) for r in records]
     features = [store.features(i) for i in range(len(records))]
     return generate_features(model, [r["id"] for r in records], features, requests[: len(records)], max_frames,
-                             max_new_tokens, num_beams, no_repeat_ngram)
+                             decoding)
 
 
 @torch.no_grad()
 def generate_audio(model: SpeechLLM, paths: Sequence[str | Path], requests: Sequence[Request] | None = None,
                    task: str = "asr", tgt_lang: str | None = None, question: str | None = None,
                    prompt: str | None = None, encoder: str | None = None, max_frames: int = 4000,
-                   max_new_tokens: int = 128, num_beams: int = 1, no_repeat_ngram: int = 0) -> list[dict]:
+                   decoding: Decoding = Decoding()) -> list[dict]:
     """Outputs for audio files; `encoder` overrides the model's encoder spec."""
     from smap.audio import SAMPLE_RATE, load_audio, resample
     from smap.encoders import load_encoder
@@ -144,14 +144,12 @@ def generate_audio(model: SpeechLLM, paths: Sequence[str | Path], requests: Sequ
     waves = [resample(w, SAMPLE_RATE, enc.sample_rate) for w in waves]
     features = [f for k in range(0, len(waves), 16) for f in enc.encode(waves[k : k + 16])]
     requests = list(requests) if requests is not None else [Request(task, tgt_lang, question, prompt)] * len(paths)
-    return generate_features(model, [str(p) for p in paths], features, requests, max_frames, max_new_tokens, num_beams,
-                             no_repeat_ngram)
+    return generate_features(model, [str(p) for p in paths], features, requests, max_frames, decoding)
 
 
 @torch.no_grad()
 def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requests: Sequence[Request],
-                  batch_size: int = 16, max_new_tokens: int = 128, num_beams: int = 1,
-                  no_repeat_ngram: int = 0) -> list[dict]:
+                  batch_size: int = 16, decoding: Decoding = Decoding()) -> list[dict]:
     """The text-only path: each text's token embeddings where the speech would be."""
     instructions = [r.instruction() for r in requests]
     contents = [lm.embed_text(t) for t in texts]
@@ -159,9 +157,8 @@ def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requ
     outputs: list[str | None] = [None] * len(texts)
     for k in range(0, len(order), batch_size):
         chunk = order[k : k + batch_size]
-        limit = _cap([requests[i] for i in chunk], [contents[i] for i in chunk], max_new_tokens)
-        texts_out = lm.generate([contents[i] for i in chunk], [lm.prompt_ids(instructions[i]) for i in chunk],
-                                limit, num_beams, no_repeat_ngram)
+        capped = _cap([requests[i] for i in chunk], [contents[i] for i in chunk], decoding)
+        texts_out = lm.generate([contents[i] for i in chunk], [lm.prompt_ids(instructions[i]) for i in chunk], capped)
         for i, text in zip(chunk, texts_out):
             outputs[i] = text
     return _rows(list(ids), requests, instructions, outputs)

@@ -76,6 +76,16 @@ def check_compatible(mapper: SpeechMapper, llm, tokenizer, llm_spec: str) -> Non
             )
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How outputs are decoded: greedy (num_beams=1) or beam search, at most max_new_tokens;
+    no_repeat_ngram > 0 bans any n-gram of that size from appearing twice in an output."""
+
+    max_new_tokens: int = 128
+    num_beams: int = 1
+    no_repeat_ngram: int = 0
+
+
 @dataclass
 class Assembled:
     """A padded batch after the prefix. Shapes: (batch, seq, dim) and (batch, seq)."""
@@ -207,20 +217,19 @@ class PromptedLM:
     # -- generation ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, contents: list[torch.Tensor], prompts: list[tuple[list[int], list[int]]], max_new_tokens: int = 128,
-                 num_beams: int = 1, no_repeat_ngram: int = 0) -> list[str]:
-        """Greedy (num_beams=1) or beam-search continuations of each prompt, decoded to text;
-        no_repeat_ngram > 0 bans any n-gram of that size from appearing twice in an output."""
+    def generate(self, contents: list[torch.Tensor], prompts: list[tuple[list[int], list[int]]],
+                 decoding: Decoding = Decoding()) -> list[str]:
+        """The continuation of each prompt, decoded to text."""
         batch = len(contents)
         a = self.assemble(contents, prompts, pad_left=True)
         # generate() takes the whole sequence and skips the part already in the cache.
         embeds = torch.cat([self._prefix_embeds(batch), a.embeds], 1)
         mask = torch.cat([a.mask.new_ones(batch, len(self.format.prefix_ids)), a.mask], 1)
         config = GenerationConfig(
-            max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False, no_repeat_ngram_size=no_repeat_ngram,
-            eos_token_id=self.format.eos_id, pad_token_id=self.pad_id,
+            max_new_tokens=decoding.max_new_tokens, num_beams=decoding.num_beams, do_sample=False,
+            no_repeat_ngram_size=decoding.no_repeat_ngram, eos_token_id=self.format.eos_id, pad_token_id=self.pad_id,
         )
-        cache = self.prefix_cache(batch * num_beams) if self.use_prefix_cache else None
+        cache = self.prefix_cache(batch * decoding.num_beams) if self.use_prefix_cache else None
         with warnings.catch_warnings():  # the n-gram ban covers the output only, as wanted: not a warning here
             warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
             out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, cache=cache, generation_config=config)
@@ -278,11 +287,10 @@ class SpeechLLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, features: torch.Tensor, lengths: torch.Tensor, instructions: list[str],
-                 max_new_tokens: int = 128, num_beams: int = 1, no_repeat_ngram: int = 0) -> list[str]:
+                 decoding: Decoding = Decoding()) -> list[str]:
         """features (batch, frames, dim), lengths (batch,), one instruction per example -> texts."""
         contents, _, _ = self.speech_contents(features, lengths)
-        return self.lm.generate(contents, [self.lm.prompt_ids(i) for i in instructions], max_new_tokens, num_beams,
-                                no_repeat_ngram)
+        return self.lm.generate(contents, [self.lm.prompt_ids(i) for i in instructions], decoding)
 
     # -- model folders -------------------------------------------------------------------------
 

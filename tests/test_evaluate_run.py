@@ -313,9 +313,10 @@ def test_two_unnamed_speech_models_with_one_folder_name_are_refused():
 
 def test_smap_refuses_features_of_another_encoder(tmp_path, tiny_model):
     write_store(tmp_path / "tts" / "test", TEXTS[:1], encoder="other-encoder")
-    from smap.evaluate.systems import Decoding, build
+    from smap.evaluate.systems import Inference, build
+    from smap.speech_llm import Decoding
 
-    (system,) = build(["smap"], models=[str(tiny_model)], decoding=Decoding(max_new_tokens=2))
+    (system,) = build(["smap"], models=[str(tiny_model)], inference=Inference(Decoding(max_new_tokens=2)))
     res = run.evaluate(select("tts/test"), [system], tmp_path, tmp_path / "out", log=quiet)
     assert res.problems[0].message == (f"ValueError: {tmp_path / 'tts' / 'test'} holds other-encoder features but the "
                                        "model reads test-encoder; prepare this split with --encoder test-encoder")

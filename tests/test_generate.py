@@ -12,7 +12,7 @@ from smap.llm import load_causal_lm
 from smap.mapper import SpeechMapper, preset
 from smap.llm import tokenizer_fingerprint
 from smap.prompts import INSTRUCTIONS, Request
-from smap.speech_llm import ModelSettings, PromptedLM, SpeechLLM
+from smap.speech_llm import Decoding, ModelSettings, PromptedLM, SpeechLLM
 
 runner = CliRunner()
 
@@ -38,11 +38,11 @@ def model_dir(tmp_path, tiny_llama):
 def test_store_outputs_come_back_in_order_and_do_not_depend_on_batching(tmp_path, sentences, model_dir):
     store = write_store(tmp_path / "s", sentences[:7])
     model = load_model(model_dir)
-    batched = generate_store(model, store, max_frames=10_000, max_new_tokens=5)
-    alone = generate_store(model, store, max_frames=1, max_new_tokens=5)  # one utterance per batch
+    batched = generate_store(model, store, max_frames=10_000, decoding=Decoding(max_new_tokens=5))
+    alone = generate_store(model, store, max_frames=1, decoding=Decoding(max_new_tokens=5))  # one utterance per batch
     assert [r["id"] for r in batched] == [r["id"] for r in FeatureStore(store).records]
     assert batched == alone and all(set(r) == {"id", "task", "prompt", "output"} for r in batched)
-    beams = generate_store(model, store, limit=3, max_new_tokens=5, num_beams=2)
+    beams = generate_store(model, store, limit=3, decoding=Decoding(max_new_tokens=5, num_beams=2))
     assert len(beams) == 3 and beams[0]["prompt"] == INSTRUCTIONS["asr"][0]
 
 
@@ -58,7 +58,7 @@ def test_requests_come_from_options_then_records():
 def test_text_only_path_is_plain_prompting_with_the_text_in_the_speech_slot(tiny_llama):
     lm = load_text_lm(str(tiny_llama), system="short")
     texts, requests = ["the speech model", "what was it that he said"], [Request("asr"), Request("free", prompt="the a of")]
-    rows = generate_text(lm, ["t0", "t1"], texts, requests, max_new_tokens=6)
+    rows = generate_text(lm, ["t0", "t1"], texts, requests, decoding=Decoding(max_new_tokens=6))
     for row, text, req in zip(rows, texts, requests):
         ids = lm.tokenizer(lm.format.render(req.instruction(), speech=text), add_special_tokens=False,
                            return_tensors="pt")["input_ids"]

@@ -8,7 +8,7 @@ from conftest import save_tiny_causal_lm
 from smap.llm import LLMSpecError, load_causal_lm
 from smap.losses import pad_targets, weighted_mse
 from smap.mapper import SpeechMapper, preset
-from smap.speech_llm import (IGNORE, MODEL_FILE, ModelMismatchError, ModelSettings, PromptedLM, SpeechLLM,
+from smap.speech_llm import (IGNORE, Decoding, MODEL_FILE, ModelMismatchError, ModelSettings, PromptedLM, SpeechLLM,
                              read_settings)
 from smap.llm import tokenizer_fingerprint
 from smap.prompts import LAYOUTS
@@ -101,9 +101,9 @@ def test_batched_cached_generation_matches_one_at_a_time_uncached(lm, beams):
     contents = _contents(lm.llm.config.hidden_size, seed=1)
     prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
     lm.use_prefix_cache = True
-    batched = lm.generate(contents, prompts, max_new_tokens=6, num_beams=beams)
+    batched = lm.generate(contents, prompts, Decoding(max_new_tokens=6, num_beams=beams))
     lm.use_prefix_cache = False
-    alone = [lm.generate([c], [s], max_new_tokens=6, num_beams=beams)[0] for c, s in zip(contents, prompts)]
+    alone = [lm.generate([c], [s], Decoding(max_new_tokens=6, num_beams=beams))[0] for c, s in zip(contents, prompts)]
     lm.use_prefix_cache = True
     assert batched == alone and any(batched)
 
@@ -119,8 +119,8 @@ def test_no_repeat_ngram_stops_the_loops_of_greedy_decoding(lm, monkeypatch):
 
     contents = _contents(lm.llm.config.hidden_size, seed=2)
     prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
-    lm.generate(contents, prompts, max_new_tokens=40)
-    guarded = lm.generate(contents, prompts, max_new_tokens=40, no_repeat_ngram=2)
+    lm.generate(contents, prompts, Decoding(max_new_tokens=40))
+    guarded = lm.generate(contents, prompts, Decoding(max_new_tokens=40, no_repeat_ngram=2))
     assert any(map(loops, outputs[0]))  # a random tiny LM loops, as a weakly attached one does
     assert not any(map(loops, outputs[1])) and all(guarded)
 

@@ -15,11 +15,12 @@ Judges for SQA are text LLMs answering `metrics.judge_prompt` in one chat turn.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from smap.data.store import FeatureStore
 from smap.evaluate.suites import Split
+from smap.speech_llm import Decoding
 
 SYSTEMS = ("smap", "transcript", "cascade")
 
@@ -29,12 +30,13 @@ class SystemSpecError(ValueError):
 
 
 @dataclass(frozen=True)
-class Decoding:
+class Inference:
+    """How every system decodes (the n-gram ban and beams apply to the cascade's Whisper too), and
+    how inputs are batched."""
+
+    decoding: Decoding = Decoding()
     max_frames: int = 4000  # speech batches: feature frames per batch
     batch_size: int = 16  # text batches: prompts per batch
-    max_new_tokens: int = 128
-    num_beams: int = 1
-    no_repeat_ngram: int = 0  # > 0: no n-gram of this size twice in an output (every decoder)
 
 
 def _requests(split: Split, records: list[dict]):
@@ -49,13 +51,13 @@ def _requests(split: Split, records: list[dict]):
 class SpeechSystem:
     """A speech LLM on a store's features."""
 
-    def __init__(self, model, source: dict, decoding: Decoding, name: str = "smap"):
-        self.model, self.source, self.decoding, self.name = model, source, decoding, name
+    def __init__(self, model, source: dict, inference: Inference, name: str = "smap"):
+        self.model, self.source, self.inference, self.name = model, source, inference, name
 
     def describe(self) -> dict:
         s = self.model.settings
         return {**self.source, "llm": s.llm, "encoder": s.encoder, "system_prompt": s.system, "layout": s.layout,
-                "provenance": s.provenance, "decoding": vars(self.decoding)}
+                "provenance": s.provenance, "inference": asdict(self.inference)}
 
     def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
         from smap.generate import generate_store
@@ -64,10 +66,8 @@ class SpeechSystem:
         if wanted and store.encoder != wanted:
             raise ValueError(f"{store.root} holds {store.encoder} features but the model reads {wanted}; "
                              f"prepare this split with --encoder {wanted}")
-        d = self.decoding
         rows = generate_store(self.model, store, _requests(split, store.records[:limit]), limit=limit,
-                              max_frames=d.max_frames, max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
-                              no_repeat_ngram=d.no_repeat_ngram)
+                              max_frames=self.inference.max_frames, decoding=self.inference.decoding)
         return [r["output"] for r in rows]
 
 
@@ -77,25 +77,23 @@ Transcriber = Callable[[Split, FeatureStore, "int | None"], list[str]]  # split,
 class TextSystem:
     """The frozen LLM given text where the speech would be: gold transcripts, or an ASR's."""
 
-    def __init__(self, name: str, lm, llm_spec: str, decoding: Decoding,
+    def __init__(self, name: str, lm, llm_spec: str, inference: Inference,
                  transcribe: Transcriber | None = None, asr: str | None = None):
-        self.name, self.lm, self.llm_spec, self.decoding = name, lm, llm_spec, decoding
+        self.name, self.lm, self.llm_spec, self.inference = name, lm, llm_spec, inference
         self.transcribe, self.asr = transcribe, asr
 
     def describe(self) -> dict:
         return {"llm": self.llm_spec, "input": f"ASR transcript ({self.asr})" if self.asr else "gold transcript",
                 "layout": self.lm.format.layout,
-                "decoding": vars(self.decoding)}
+                "inference": asdict(self.inference)}
 
     def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
         from smap.generate import generate_text
 
         records = store.records[:limit]
         texts = self.transcribe(split, store, limit) if self.transcribe else [r["text"] for r in records]
-        d = self.decoding
         rows = generate_text(self.lm, [r["id"] for r in records], texts, _requests(split, records),
-                             batch_size=d.batch_size, max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
-                             no_repeat_ngram=d.no_repeat_ngram)
+                             batch_size=self.inference.batch_size, decoding=self.inference.decoding)
         return [r["output"] for r in rows]
 
 
@@ -113,7 +111,7 @@ class WhisperTranscriber:
 
     TOKENS_PER_SECOND, SLACK = 6, 8
 
-    def __init__(self, spec: str, data_root: str | Path | None = None, num_beams: int = 1, no_repeat_ngram: int = 0):
+    def __init__(self, spec: str, data_root: str | Path | None = None, decoding: Decoding = Decoding()):
         from tokenizers import Tokenizer
 
         from smap.encoders import EMBEDDED_ENCODER, embedded_whisper_dir, load_encoder, parse_spec
@@ -130,7 +128,7 @@ class WhisperTranscriber:
         self.prompt = ["<|startoftranscript|>"] + (["<|en|>", "<|transcribe|>"] if self.encoder.model.is_multilingual
                                                    else []) + ["<|notimestamps|>"]
         self.data_root = Path(data_root) if data_root else None
-        self.num_beams, self.no_repeat_ngram = num_beams, no_repeat_ngram
+        self.decoding = decoding  # its beams and n-gram ban; the length cap is Whisper's own
 
     def _source(self, split: Split, store: FeatureStore) -> FeatureStore:
         """The store holding this Whisper's features for the split."""
@@ -171,8 +169,9 @@ class WhisperTranscriber:
             if len(feats) < window:
                 feats = torch.cat([feats, feats.new_zeros(window - len(feats), feats.shape[1])])
             view = ctranslate2.StorageView.from_array(feats[None].contiguous().numpy())
-            result = self.encoder.model.generate(view, [self.prompt], beam_size=self.num_beams, max_length=min(448, cap),
-                                                 no_repeat_ngram_size=self.no_repeat_ngram)[0]
+            result = self.encoder.model.generate(view, [self.prompt], beam_size=self.decoding.num_beams,
+                                                 max_length=min(448, cap),
+                                                 no_repeat_ngram_size=self.decoding.no_repeat_ngram)[0]
             texts.append(self.tokenizer.decode(result.sequences_ids[0]).strip())
         return texts
 
@@ -180,7 +179,7 @@ class WhisperTranscriber:
 ASR_PASS = Split("asr", "asr", "asr", ("wer",))  # what a cascade's first stage is asked, whatever the split
 
 
-def transcriber(spec: str, decoding: Decoding, data_root: str | Path | None = None) -> Transcriber:
+def transcriber(spec: str, inference: Inference, data_root: str | Path | None = None) -> Transcriber:
     """`--asr SPEC`: a smap model folder doing ASR on the split's features, or a CTranslate2
     Whisper on its own features (the split's, or those under `data_root`)."""
     from smap.speech_llm import MODEL_FILE
@@ -188,9 +187,9 @@ def transcriber(spec: str, decoding: Decoding, data_root: str | Path | None = No
     if (Path(spec).expanduser() / MODEL_FILE).is_file():
         from smap.generate import load_model
 
-        asr = SpeechSystem(load_model(model=spec), {"model": spec}, decoding, name="asr")
+        asr = SpeechSystem(load_model(model=spec), {"model": spec}, inference, name="asr")
         return lambda split, store, limit: asr.outputs(ASR_PASS, store, limit)
-    return WhisperTranscriber(spec, data_root, decoding.num_beams, decoding.no_repeat_ngram)
+    return WhisperTranscriber(spec, data_root, inference.decoding)
 
 
 def speech_specs(models: list[str], mappers: list[str]) -> list[tuple[str, str, str]]:
@@ -214,7 +213,7 @@ def speech_specs(models: list[str], mappers: list[str]) -> list[tuple[str, str, 
 
 
 def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm: str | None = None,
-          asr: str | None = None, asr_data_root: str | Path | None = None, decoding: Decoding = Decoding()) -> list:
+          asr: str | None = None, asr_data_root: str | Path | None = None, inference: Inference = Inference()) -> list:
     """The systems named, sharing one LLM: the first speech model's when there is one, else `llm`.
     `smap` gives one system per speech model (see `speech_specs`). Options are checked before
     anything is loaded."""
@@ -229,7 +228,7 @@ def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm
         raise SystemSpecError("--system cascade needs --asr SPEC (a smap model folder, whisper-tiny.en or ct2:DIR)")
     from smap.generate import load_model, load_text_lm
 
-    speech = [SpeechSystem(load_model(**{kind: path}, llm=llm if kind == "mapper" else None), {kind: path}, decoding, name)
+    speech = [SpeechSystem(load_model(**{kind: path}, llm=llm if kind == "mapper" else None), {kind: path}, inference, name)
               for name, kind, path in specs]
     systems: list = []
     for name in names:
@@ -242,8 +241,8 @@ def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm
             lm, llm_spec = load_text_lm(llm), llm
         else:
             raise SystemSpecError(f"--system {name} needs an LLM: --llm SPEC, or --model / --mapper")
-        transcribe = transcriber(asr, decoding, asr_data_root) if name == "cascade" else None
-        systems.append(TextSystem(name, lm, llm_spec, decoding, transcribe, asr if name == "cascade" else None))
+        transcribe = transcriber(asr, inference, asr_data_root) if name == "cascade" else None
+        systems.append(TextSystem(name, lm, llm_spec, inference, transcribe, asr if name == "cascade" else None))
     return systems
 
 
@@ -260,7 +259,7 @@ def llm_judge(spec: str, batch_size: int = 16):
     def judge(prompts: list[str]) -> list[str]:
         requests = [Request("free", prompt=JUDGE_INSTRUCTION)] * len(prompts)
         rows = generate_text(lm, [str(i) for i in range(len(prompts))], prompts, requests,
-                             batch_size=batch_size, max_new_tokens=4)
+                             batch_size=batch_size, decoding=Decoding(max_new_tokens=4))
         return [r["output"] for r in rows]
 
     return judge
