@@ -22,9 +22,9 @@ Generating (each returns rows ``{"id", "task", "prompt", "output"}`` in input or
 `requests` is one `smap.prompts.Request` per input (task, tgt_lang, question, prompt), or None to
 derive them with `request_for` from each record and the defaults given. `decoding`
 (`smap.speech_llm.Decoding`) is batched greedy search (``num_beams=1``) or beam search, with the
-prompt prefix's keys and values computed once (`smap.speech_llm.PromptedLM`). ASR outputs are capped at the longest input's
-number of content vectors plus 8 tokens: a transcript never has more tokens than Stage 1's
-output frames, and the cap stops a looping decoder early.
+prompt prefix's keys and values computed once (`smap.speech_llm.PromptedLM`). ASR outputs are
+capped at the longest input's number of content vectors plus 8 tokens: a transcript never has
+more tokens than Stage 1's output frames, and the cap stops a looping decoder early.
 """
 
 from __future__ import annotations

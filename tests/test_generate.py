@@ -92,7 +92,7 @@ def test_help_explains_every_option():
     result = runner.invoke(app, ["infer", "--help"], env={"COLUMNS": "250"})
     assert result.exit_code == 0
     for opt in ("--model", "--mapper", "--llm", "--store", "--task", "--tgt-lang", "--question", "--prompt",
-                "--num-beams", "--out", "--encoder"):
+                "--num-beams", "--out", "--encoder", "--layout"):
         assert opt in result.output
 
 
@@ -103,6 +103,7 @@ def test_help_explains_every_option():
     ("no_tgt_lang", "task 'st' needs a target language"),
     ("not_a_model", "not a smap model folder"),
     ("both_inputs", "give audio files or --store, not both"),
+    ("bad_layout", "--layout must be instruction-first or speech-first, not 'audio-last'"),
 ])
 def test_errors_are_one_line_nonzero_and_write_nothing(tmp_path, sentences, model_dir, tiny_llama, case, message):
     store = write_store(tmp_path / "s", sentences[:2])
@@ -115,6 +116,7 @@ def test_errors_are_one_line_nonzero_and_write_nothing(tmp_path, sentences, mode
         "no_tgt_lang": ["--model", str(model_dir), "--store", str(store), "--task", "st"],
         "not_a_model": ["--model", str(tmp_path), "--store", str(store)],
         "both_inputs": [str(bad), "--model", str(model_dir), "--store", str(store)],
+        "bad_layout": ["--mapper", str(_mapper(tmp_path / "m", tiny_llama)), "--layout", "audio-last", "--store", str(store)],
     }[case]
     out = tmp_path / "rows.jsonl"
     result = runner.invoke(app, ["infer", *args, "--out", str(out)])
