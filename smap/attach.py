@@ -32,7 +32,7 @@ from smap.data.store import atomic_write_text, open_stores
 from smap.evaluate.metrics import wer
 from smap.generate import generate_features, request_for
 from smap.mapper import SpeechMapper, mapper_folder
-from smap.prompts import LAYOUTS
+from smap.prompts import check_layout
 from smap.speech_llm import Decoding, ModelMismatchError, ModelSettings, SpeechLLM, stable_spec
 from smap.text import normalize
 from smap.training import LoopConfig, console, fit, make_accelerator
@@ -160,8 +160,7 @@ def attach(cfg: AttachConfig) -> Path:
     """Run Stage 2; returns the model folder (`cfg.out`)."""
     if cfg.mode not in MODES:
         raise ValueError(f"--mode must be asr or task, not {cfg.mode!r}")
-    if cfg.layout not in LAYOUTS:
-        raise ValueError(f"--layout must be {' or '.join(LAYOUTS)}, not {cfg.layout!r}")
+    check_layout(cfg.layout)
     if cfg.asr_target not in ("normalized", "raw"):
         raise ValueError(f"--asr-target must be normalized or raw, not {cfg.asr_target!r}")
     acc = make_accelerator(cfg)

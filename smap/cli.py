@@ -264,13 +264,12 @@ def infer(
 ):
     """Run a speech LLM on audio files or a feature store; print one line per input, optionally write JSONL."""
     from smap.generate import generate_audio, generate_store, load_model, write_jsonl
-    from smap.prompts import LAYOUTS
+    from smap.prompts import check_layout
     from smap.speech_llm import Decoding
 
     if bool(audio) == (store is not None):
         raise UserError("give audio files or --store, not both and not neither")
-    if layout not in LAYOUTS:
-        raise UserError(f"--layout must be {' or '.join(LAYOUTS)}, not {layout!r}")
+    check_layout(layout)
     speech_llm = load_model(model, mapper, llm, system, device, layout)
     kwargs = dict(task=task, tgt_lang=tgt_lang, question=question, prompt=prompt, max_frames=max_frames,
                   decoding=Decoding(max_new_tokens, num_beams, no_repeat_ngram))

@@ -76,6 +76,12 @@ PLACEHOLDER = "<|speech|>"
 
 LAYOUTS = ("instruction-first", "speech-first")
 
+
+def check_layout(layout: str) -> None:
+    """Refuse an unknown `--layout` before anything heavy is loaded."""
+    if layout not in LAYOUTS:
+        raise PromptError(f"--layout must be {' or '.join(LAYOUTS)}, not {layout!r}")
+
 # For tokenizers without a chat template (base models): plain role lines.
 FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n\n{% endfor %}"
