@@ -9,9 +9,10 @@
 #   gpu.txt                    the card, driver and library versions
 #   pytest.log                 the test suite on CUDA: Accelerate picks the GPU, so pretrain,
 #                              attach (bf16 included), generation and evaluation run there
-#   stage_cost_paper_bf16.txt  Stage-1 and attach steps at the paper's sizes (paper mapper,
-#                              1B and 8B LLMs with random weights), bf16, 2 loader workers
-#                              (without, Stage 1 waited 20% of its step for data), peak GPU memory
+#   stage_cost_paper_bf16_workers{2,0}.txt
+#                              Stage-1 and attach steps at the paper's sizes (paper mapper,
+#                              1B and 8B LLMs with random weights), bf16, with 2 loader workers
+#                              and without, peak GPU memory
 #   stage_cost_small_*.txt     the CPU quickstart's sizes on the GPU, bf16 against fp32
 # Each part has its own time limit, so one that fails or hangs leaves the others' results.
 set -uo pipefail
@@ -26,11 +27,14 @@ python3 -c "import torch, transformers, accelerate; print('torch', torch.__versi
 transformers.__version__, '| accelerate', accelerate.__version__, '|', torch.cuda.get_device_name())" \
     | tee -a "$out/gpu.txt" || exit 1
 
-echo "== stage cost at the paper's sizes, bf16"
-timeout 300 python3 benchmarks/stage_cost.py --preset paper --feature-dim 1024 --llm-sizes 1b,8b \
-    --mixed-precision bf16 --max-frames 16000 --workers 2 --warmup 4 --steps 10 --tokenizer "$tokenizer" \
-    > "$out/stage_cost_paper_bf16.txt" || status=1
-tail -8 "$out/stage_cost_paper_bf16.txt"
+# 512 utterances: 25 batches, so the 14 steps timed stay in one epoch, as in a long run.
+for workers in 2 0; do
+    echo "== stage cost at the paper's sizes, bf16, $workers loader workers"
+    timeout 300 python3 benchmarks/stage_cost.py --preset paper --feature-dim 1024 --llm-sizes 1b,8b \
+        --utterances 512 --mixed-precision bf16 --max-frames 16000 --workers $workers --warmup 4 --steps 10 \
+        --tokenizer "$tokenizer" > "$out/stage_cost_paper_bf16_workers$workers.txt" || status=1
+    tail -5 "$out/stage_cost_paper_bf16_workers$workers.txt"
+done
 
 echo "== the test suite on CUDA"
 # test_quickstart needs the embedded wheels; test_paper_recipes launches CPU-configured recipes.

@@ -9,8 +9,8 @@
         --mixed-precision bf16 --max-frames 16000 --steps 10
 
 Both steps train the same mapper (`--preset`) on the same batches of real Whisper tiny.en features
-(a store from `smap prepare`; without --store, 64 synthetic utterances are prepared first, or,
-with --feature-dim, random features of that width for 64 transcripts of LibriSpeech-like length):
+(a store from `smap prepare`; without --store, --utterances synthetic utterances are prepared first, or,
+with --feature-dim, random features of that width for as many transcripts of LibriSpeech-like length):
 Stage 1 against the LLM's embedding matrix (the LLM is never loaded), attach through the frozen
 LLM (CE, prompt prefix cached, logits at labels, as `smap attach` runs). Both run through
 Accelerate as `fit` does, on its device (a GPU when there is one) and with --mixed-precision
@@ -124,13 +124,13 @@ def child(kind: str, store: str, llm: str, args: argparse.Namespace) -> dict:
     return row
 
 
-def synthetic_store(folder: Path, feature_dim: int | None) -> str:
-    """64 utterances: eSpeak speech encoded by Whisper tiny.en, or, with `feature_dim`, random
+def synthetic_store(folder: Path, feature_dim: int | None, utterances: int) -> str:
+    """`utterances` utterances: eSpeak speech encoded by Whisper tiny.en, or, with `feature_dim`, random
     features of that width at 50 frames/s for transcripts of about 30 words (LibriSpeech's mean)."""
     if feature_dim is None:
         from smap.prepare import PrepareConfig, prepare
 
-        prepare(PrepareConfig(source="tts", split="train", out=str(folder), limit=64))
+        prepare(PrepareConfig(source="tts", split="train", out=str(folder), limit=utterances))
         return str(folder)
     import torch
 
@@ -140,7 +140,7 @@ def synthetic_store(folder: Path, feature_dim: int | None) -> str:
     sentences = iter(read_lines("wordnet_sentences.txt"))
     g = torch.Generator().manual_seed(0)
     with StoreWriter(folder, encoder="random", dim=feature_dim, frame_rate=50.0) as w:
-        for i in range(64):
+        for i in range(utterances):
             words: list[str] = []
             while len(words) < 30:
                 words += next(sentences).split()
@@ -193,8 +193,11 @@ def run_child(kind: str, store: str, llm: str, args: argparse.Namespace) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", help="a feature store of Whisper tiny.en features (default: 64 synthetic utterances)")
+    ap.add_argument("--store", help="a feature store of Whisper tiny.en features (default: --utterances synthetic ones)")
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--utterances", type=int, default=64, help="without --store: the synthetic store's size "
+                    "(default 64). Make it hold more batches than warm-up + steps: a new epoch's first batch "
+                    "waits for loader workers that a long run keeps busy ahead")
     ap.add_argument("--max-frames", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes, as `--workers` of "
                     "pretrain and attach (default 0)")
@@ -228,7 +231,7 @@ def main() -> None:
 
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        store = args.store or synthetic_store(Path(tmp) / "store", args.feature_dim)
+        store = args.store or synthetic_store(Path(tmp) / "store", args.feature_dim, args.utterances)
         for size in sizes:
             shape = LLM_SIZES[size]
             llm = EMBEDDED_LLM
@@ -242,7 +245,7 @@ def main() -> None:
             row["mapper_params"] = row["stage1"].pop("mapper_params")
             row["attach_over_stage1_time"] = round(row["attach"]["step_s"] / row["stage1"]["step_s"], 1)
             rows[size] = row
-    settings = {k: getattr(args, k) for k in ("preset", "mixed_precision", "max_frames", "pool", "workers", "warmup", "steps", "feature_dim")}
+    settings = {k: getattr(args, k) for k in ("preset", "mixed_precision", "max_frames", "pool", "workers", "warmup", "steps", "feature_dim", "utterances")}
     print(json.dumps({"benchmark": "stage_cost", **settings, "rows": rows}, indent=2))
     # On a GPU the peaks that matter are the device's; on a CPU, resident memory.
     peak = "peak_gpu_mb" if "peak_gpu_mb" in next(iter(rows.values()))["stage1"] else "peak_rss_mb"

@@ -11,6 +11,17 @@ import torch
 
 from smap.data.store import StoreWriter
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python process that runs this checkout: REPO first on PYTHONPATH,
+    the caller's PYTHONPATH kept after it (where the packages may live, as on a machine that adds
+    wheels with --target)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 WORDS = (
     "the a of to and in is it that was he for on are as with his they at be this from have or by one had "
     "not but what all were when we there can an your which their said if do will each about how up out them "

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import child_env
 from test_encoders import save_tiny_ssl  # tests/ is on sys.path: its conftest.py has no package
 from typer.testing import CliRunner
 
@@ -23,7 +24,6 @@ from smap.cli import app
 from smap.data.store import FeatureStore
 from smap.prepare import PrepareConfig, batches, prepare
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
             "--shard-size", "2", "--window"]
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "smap.cli", "prepare", *args, "--out", str(killed)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(list(killed.glob("shard-*.safetensors"))) < 2 and proc.poll() is None and time.time() < deadline:
@@ -183,7 +183,7 @@ def test_two_processes_share_the_work(tmp_path, tiny_encoder):
            "--split", "test", "--tts-train", "10", "--tts-dev", "0", "--tts-test", "12", "--shard-size", "3",
            "--encoder", tiny_encoder, "--out", str(out)]
     # On the CPU: two processes on a one-GPU machine would each want a GPU of their own.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = child_env(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     names = sorted(p.name for p in out.glob("shard-*.safetensors"))

@@ -29,7 +29,7 @@ from test_attach import save_mapper  # tests/ is on sys.path: its conftest.py ha
 from test_prepare import tiny_encoder  # noqa: F401  (a fixture)
 from typer.testing import CliRunner
 
-from conftest import write_store
+from conftest import child_env, write_store
 from smap.audio import AudioError, synthesize
 from smap.cli import app
 from smap.data.sources import SourceError, open_source
@@ -40,7 +40,6 @@ from smap.mapper import SpeechMapper, preset
 from smap.speech_llm import MODEL_FILE
 from smap.training import checkpoints
 
-REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
@@ -322,7 +321,7 @@ def test_sigkill_while_attach_checkpoints_then_resume_matches(tmp_path, sentence
     ok(runner.invoke(app, args(tmp_path / "full")))
     killed = tmp_path / "killed"
     proc = subprocess.run([sys.executable, "-c", KILLER, *args(killed)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env=child_env())
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert [p.name for p in checkpoints(killed)] == ["step-000003"] and not (killed / MODEL_FILE).exists()
     assert (killed / "checkpoints" / ".tmp-step-000006").is_dir()  # the half-written one, never resumed from
