@@ -54,6 +54,7 @@ class AttachConfig(LoopConfig):
     alpha: float = 5.0
     system: str = "default"
     layout: str = "instruction-first"  # where the instruction goes (`smap.prompts.LAYOUTS`)
+    phrasings: int = 0  # train with the first N phrasings of each instruction (0: all)
     asr_target: str = "normalized"
     max_frames: int = 4000
     max_valid: int = 64  # validation utterances for the held-out CE
@@ -74,9 +75,10 @@ def task_of(record: dict) -> str:
     return "asr"
 
 
-def example(record: dict, task: str, phrasing: int | random.Random, asr_target: str) -> tuple[str, str]:
-    """(instruction, response) of one record trained as `task`; prompts as `smap infer` builds them."""
-    instruction = request_for(record, task).instruction(phrasing)
+def example(record: dict, task: str, phrasing: int | random.Random, asr_target: str, among: int = 0) -> tuple[str, str]:
+    """(instruction, response) of one record trained as `task`, the instruction drawn among the
+    first `among` phrasings given an RNG; prompts as `smap infer` builds them."""
+    instruction = request_for(record, task).instruction(phrasing, among)
     if task == "asr":
         text = record.get("text", "")
         return instruction, normalize(text) if asr_target == "normalized" else text
@@ -130,7 +132,7 @@ class Stage2:
         for index, record in zip(batch.indices, batch.records):
             choice = phrasing if phrasing is not None else random.Random(
                 f"{self.cfg.seed}:{self.sampler.epoch}:{index}")
-            instruction, response = example(record, self.task(index), choice, self.cfg.asr_target)
+            instruction, response = example(record, self.task(index), choice, self.cfg.asr_target, self.cfg.phrasings)
             prompts.append(lm.prompt_ids(instruction))
             responses.append(lm.format.response_ids(response))
         return prompts, responses

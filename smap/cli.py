@@ -199,6 +199,7 @@ def attach(
     alpha: Annotated[float, typer.Option(min=0.0, help="Weight of content against pad positions in that MSE, as in Stage 1.")] = 5.0,
     system: Annotated[str, typer.Option(help="System message: 'default' (the chat template's own), 'short' (one line, cheaper on a CPU) or any text. Recorded in the model folder.")] = "default",
     layout: Annotated[str, typer.Option(help="Where the instruction goes in the user turn: 'instruction-first' (the instruction, then the speech: a small chat LLM then repeats rather than answers; README) or 'speech-first'. Recorded in the model folder.")] = "instruction-first",
+    phrasings: Annotated[int, typer.Option(min=0, help="Train with the first N phrasings of each task's instruction, one drawn per example (0: all; the paper uses several so that no prompt is memorised). The ASR phrasings are ordered by how well SmolLM2-135M follows them given the transcript as text (README).")] = 0,
     asr_target: Annotated[str, typer.Option(help="ASR responses: 'normalized' (lower-case, no punctuation, as Stage 1's targets) or 'raw' transcripts.")] = "normalized",
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps (paper: about 1000).")] = 1000,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate of the mapper.")] = 1e-4,
@@ -230,7 +231,7 @@ def attach(
     cfg = AttachConfig(
         mapper=str(mapper), llm=llm, mode=mode, train=[str(p) for p in train], valid=[str(p) for p in valid or []],
         asr_train=[str(p) for p in asr_train or []], asr_mix=asr_mix, mse_weight=mse_weight, alpha=alpha,
-        system=system, layout=layout, asr_target=asr_target, out=str(out), steps=steps, lr=lr, warmup=warmup,
+        system=system, layout=layout, phrasings=phrasings, asr_target=asr_target, out=str(out), steps=steps, lr=lr, warmup=warmup,
         weight_decay=weight_decay, max_frames=max_frames, grad_accum=grad_accum, clip=clip,
         mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
         max_valid=max_valid, valid_decode=valid_decode, show=show, keep=keep, resume=resume, time_budget=time_budget,

@@ -36,15 +36,15 @@ TASKS = ("asr", "st", "sqa", "free")
 
 INSTRUCTIONS: dict[str, tuple[str, ...]] = {
     "asr": (
-        # Inference uses the first: of these, it is the one SmolLM2-135M follows best when given
-        # the transcript as text (the topline), instruction first: 13.5% WER on 100 held-out
-        # sentences, against 26-78% for the others (README).
-        "Repeat the words spoken in this recording.",
-        "Repeat exactly what is said.",
-        "Transcribe the audio.",
-        "Write down exactly what the speaker says.",
-        "What is said in the audio? Give the exact words.",
-        "Transcribe this speech verbatim.",
+        # Ordered by how well SmolLM2-135M follows them given the transcript as text (the topline),
+        # instruction first, WER on 100 held-out sentences (README); inference uses the first, and
+        # `smap attach --phrasings N` trains with the first N.
+        "Repeat the words spoken in this recording.",  # 13.5
+        "Transcribe this speech verbatim.",  # 26.2
+        "Transcribe the audio.",  # 26.8
+        "Repeat exactly what is said.",  # 27.3
+        "Write down exactly what the speaker says.",  # 56.3
+        "What is said in the audio? Give the exact words.",  # 77.7
     ),
     "st": (
         "Translate the audio into {tgt_lang}.",
@@ -107,8 +107,9 @@ class Request:
     question: str | None = None
     prompt: str | None = None  # the instruction itself, for task "free"
 
-    def instruction(self, phrasing: int | random.Random = 0) -> str:
-        """The instruction text: phrasing `i` of the task, or a random one given an RNG."""
+    def instruction(self, phrasing: int | random.Random = 0, among: int = 0) -> str:
+        """The instruction text: phrasing `i` of the task, or, given an RNG, a random one of the
+        first `among` (0: of all)."""
         if self.task == "free":
             if not self.prompt:
                 raise PromptError("task 'free' needs a prompt (--prompt)")
@@ -120,7 +121,7 @@ class Request:
         if self.task == "sqa" and not self.question:
             raise PromptError("task 'sqa' needs a question (--question, or question in the store)")
         options = INSTRUCTIONS[self.task]
-        template = phrasing.choice(options) if isinstance(phrasing, random.Random) else options[phrasing % len(options)]
+        template = phrasing.choice(options[: among or None]) if isinstance(phrasing, random.Random) else options[phrasing % len(options)]
         return template.format(tgt_lang=language_name(self.tgt_lang or ""), question=(self.question or "").strip())
 
 

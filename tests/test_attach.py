@@ -13,7 +13,8 @@ from smap.data.store import FeatureStore, StoreWriter
 from smap.llm import load_causal_lm
 from smap.mapper import SpeechMapper, preset
 from smap.llm import tokenizer_fingerprint
-from smap.speech_llm import MODEL_FILE, SpeechLLM
+from smap.prompts import INSTRUCTIONS
+from smap.speech_llm import MODEL_FILE, ModelSettings, SpeechLLM
 
 runner = CliRunner()
 
@@ -154,6 +155,25 @@ def test_task_mode_prompts_the_task_and_the_asr_mix_prompts_transcription(tmp_pa
     assert "what is it" in decode(prompts[0][0]) and "what is it" not in decode(prompts[1][0])  # instruction first
     assert decode(responses[0][:-1]) == sentences[3].split()[0] and decode(responses[1][:-1]) == sentences[3]
     assert task_of(data.records[3]) == "sqa" and stage.task(3) == "sqa" and stage.task(11) == "asr"
+
+
+def test_phrasings_limits_the_instructions_drawn_in_training(tmp_path, setup, tiny_llama):
+    train, _, mapper = setup
+    model = SpeechLLM.build(SpeechMapper.from_pretrained(mapper), ModelSettings(llm=str(tiny_llama)))
+    data = UtteranceDataset([FeatureStore(train)], model.lm.tokenizer)
+    batch = collate([data[i] for i in range(len(data))])
+
+    def heads(phrasings):
+        stage = Stage2(model, AttachConfig(out="x", phrasings=phrasings), data, len(data), BucketBatchSampler(data.lengths, 10_000))
+        return {model.lm.tokenizer.decode(head) for head, _ in stage.prompts(batch)[0]}
+
+    def only(*instructions):
+        return {model.lm.tokenizer.decode(model.lm.prompt_ids(i)[0]) for i in instructions}
+
+    assert len(only(*INSTRUCTIONS["asr"])) == len(INSTRUCTIONS["asr"])  # the tiny tokenizer tells them apart
+    assert heads(1) == only(INSTRUCTIONS["asr"][0])
+    assert heads(2) == only(*INSTRUCTIONS["asr"][:2])
+    assert heads(0) == only(*INSTRUCTIONS["asr"])  # 24 draws cover all six
 
 
 def test_resume_continues_and_refuses_another_mapper(tmp_path, setup, tiny_llama):

@@ -14,6 +14,12 @@ def test_every_task_has_several_phrasings_and_training_draws_them_all():
     assert drawn == {o.format(tgt_lang="German") for o in INSTRUCTIONS["st"]}
 
 
+def test_a_random_phrasing_among_the_first_n():
+    rng = random.Random(0)
+    assert {Request("asr").instruction(rng, among=2) for _ in range(100)} == set(INSTRUCTIONS["asr"][:2])
+    assert {Request("asr").instruction(rng, among=1) for _ in range(20)} == {INSTRUCTIONS["asr"][0]}
+
+
 def test_instructions_name_the_language_and_carry_the_question():
     assert "German" in Request("st", tgt_lang="de").instruction()
     assert "Klingon" in Request("st", tgt_lang="Klingon").instruction()
