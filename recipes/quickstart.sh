@@ -27,7 +27,7 @@ S1_LR=${S1_LR:-2e-3}
 S1_CE_WEIGHT=${S1_CE_WEIGHT:-0.002}
 MSE_WEIGHT=${MSE_WEIGHT:-0.5}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER and
-# the topline's, but made the evaluation 3.7x as long (README): greedy by default, BEAMS=4 to try.
+# the topline's, but made the evaluation 3.2x as long (README): greedy by default, BEAMS=4 to try.
 BEAMS=${BEAMS:-1}
 
 bash recipes/setup.sh
