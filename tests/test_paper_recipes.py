@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import WORDS
+from conftest import REPO, WORDS
 from test_encoders import tiny_seamless  # noqa: F401  (a fixture: the tiny SeamlessM4T-v2, saved in shards)
 
-PAPER = Path(__file__).resolve().parents[1] / "recipes" / "paper"
+PAPER = REPO / "recipes" / "paper"
 CHAIN = ("prepare.sh", "stage1.sh", "attach_asr_ce.sh", "attach_asr_ce_mse.sh", "attach_task_st.sh",
          "attach_task_sqa.sh", "evaluate.sh")
 ATTACH = {  # script: (run folder, mode, mse_weight, asr_mix, tasks trained)

@@ -3,18 +3,17 @@
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import REPO
 
 
 @pytest.mark.embedded
 @pytest.mark.slow
 def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_path):
     work = tmp_path / "qs"
-    run = subprocess.run(["bash", "recipes/quickstart.sh", "--fast"], cwd=ROOT, env={**os.environ, "SMAP_WORK": str(work)},
+    run = subprocess.run(["bash", "recipes/quickstart.sh", "--fast"], cwd=REPO, env={**os.environ, "SMAP_WORK": str(work)},
                          capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
 
