@@ -9,12 +9,15 @@ the LLM are loaded.
 Validation reports the loss and an LLM-free intrinsic metric: each output vector is decoded to
 its nearest token embedding by cosine similarity (the L2 neighbours of an uncertain, averaged
 prediction collapse onto a few frequent tokens), decoding stops at the first pad, and the text is
-scored by WER against the normalised transcript.
+scored by WER against the normalised transcript. Beside it, the share of the transcript's tokens
+that the decoded output holds at their position and anywhere (`token_hits`) tells a mapper that
+misplaces the words from one that lacks them.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,6 +59,20 @@ def nearest_tokens(pred: torch.Tensor, length: int, unit_embedding: torch.Tensor
     return ids[: ids.index(pad_id)] if pad_id in ids else ids
 
 
+def token_hits(hyp: list[int], ref: list[int]) -> tuple[int, int]:
+    """Reference tokens found (in place, anywhere): `in place` counts positions j where hyp[j] ==
+    ref[j], `anywhere` the reference tokens that the hypothesis holds, as a multiset. Far more
+    tokens anywhere than in place means the mapper has the words and misplaces them; both low
+    means the words themselves are missing."""
+    left = Counter(hyp)
+    anywhere = 0
+    for t in ref:
+        if left[t] > 0:
+            left[t] -= 1
+            anywhere += 1
+    return sum(h == r for h, r in zip(hyp, ref)), anywhere
+
+
 def count_cut(mapper_cfg: MapperConfig, dataset: UtteranceDataset) -> int:
     """Utterances whose transcript has more tokens than the mapper will output frames."""
     out = mapper_cfg.output_lengths(torch.tensor(dataset.lengths))
@@ -90,6 +107,7 @@ class Stage1:
     @torch.no_grad()
     def validate(self, model: SpeechMapper, data: UtteranceDataset, max_frames: int, limit: int) -> dict:
         loss_sum, weight_sum, refs, hyps = 0.0, 0.0, [], []
+        in_place, anywhere, n_ref = 0, 0, 0
         for batch in evaluation_batches(data, max_frames, limit, self.weight.device):
             pred, out_len = model(batch.features, batch.lengths)
             tg = pad_targets(batch.tokens, out_len, self.weight, self.emb.pad_id, self.alpha)
@@ -99,7 +117,10 @@ class Stage1:
                 ids = nearest_tokens(pred[b], int(out_len[b]), self.unit, self.emb.pad_id)
                 hyps.append(normalize(self.emb.tokenizer.decode(ids)))
                 refs.append(normalize(rec.get("text", "")))
-        return {"loss": loss_sum / max(weight_sum, 1e-8), "wer": wer(refs, hyps)}
+                hits = token_hits(ids, batch.tokens[b].tolist())
+                in_place, anywhere, n_ref = in_place + hits[0], anywhere + hits[1], n_ref + len(batch.tokens[b])
+        return {"loss": loss_sum / max(weight_sum, 1e-8), "wer": wer(refs, hyps),
+                "tokens_in_place": 100 * in_place / max(n_ref, 1), "tokens_anywhere": 100 * anywhere / max(n_ref, 1)}
 
 
 def build_mapper(cfg: PretrainConfig, input_dim: int, emb: LLMEmbeddings, encoder: str) -> SpeechMapper:

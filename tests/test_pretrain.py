@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from conftest import write_store
 from smap.cli import app
 from smap.mapper import SpeechMapper
-from smap.pretrain import PretrainConfig, pretrain
+from smap.pretrain import PretrainConfig, pretrain, token_hits
 
 runner = CliRunner()
 
@@ -36,9 +36,18 @@ def test_pretrain_writes_mapper_logs_and_report(tmp_path, stores, tiny_llama):
     assert mapper.config.extra["llm"] == str(tiny_llama) and mapper.config.extra["tokenizer"]
     report = json.loads((tmp_path / "run" / "pretrain_report.json").read_text())
     assert report["steps"] == 12 and report["utterances"] == 32 and "wer" in report
+    assert 0 <= report["tokens_in_place"] <= report["tokens_anywhere"] <= 100
     log = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [10, 12]
     assert list((tmp_path / "run" / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_token_hits_tell_misplaced_words_from_missing_ones():
+    ref = [5, 6, 7, 8]
+    assert token_hits([5, 6, 7, 8], ref) == (4, 4)
+    assert token_hits([6, 7, 8, 5], ref) == (0, 4)  # every word, none in its place
+    assert token_hits([5, 5, 5, 9], ref) == (1, 1)  # a repeated token is found once
+    assert token_hits([], ref) == (0, 0)
 
 
 def test_training_lowers_the_loss(tmp_path, stores, tiny_llama):
