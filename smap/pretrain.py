@@ -64,13 +64,7 @@ def token_hits(hyp: list[int], ref: list[int]) -> tuple[int, int]:
     ref[j], `anywhere` the reference tokens that the hypothesis holds, as a multiset. Far more
     tokens anywhere than in place means the mapper has the words and misplaces them; both low
     means the words themselves are missing."""
-    left = Counter(hyp)
-    anywhere = 0
-    for t in ref:
-        if left[t] > 0:
-            left[t] -= 1
-            anywhere += 1
-    return sum(h == r for h, r in zip(hyp, ref)), anywhere
+    return sum(h == r for h, r in zip(hyp, ref)), sum((Counter(hyp) & Counter(ref)).values())
 
 
 def count_cut(mapper_cfg: MapperConfig, dataset: UtteranceDataset) -> int:
