@@ -25,6 +25,9 @@ esac
 # "The embedded replication, and what was tried".
 S1_LR=${S1_LR:-2e-3}
 S1_CE_WEIGHT=${S1_CE_WEIGHT:-0.002}
+# Stage-1 mapper: 'ctc' (one output vector per run of a CTC head's labels: README, what was tried) or
+# 'none' (the paper's fixed-ratio output).
+S1_COMPRESS=${S1_COMPRESS:-ctc}
 MSE_WEIGHT=${MSE_WEIGHT:-0.5}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER and
 # the topline's, but made the evaluation 3.2x as long (README): greedy by default, BEAMS=4 to try.
@@ -51,10 +54,11 @@ done
 
 step "2/4 pretrain: Stage 1 on the LLM's input embeddings, no LLM loaded ($S1_MIN min)"
 # --pool 2: Whisper's 50 Hz frames averaged in pairs; half the cost per step. --ce-weight: a token
-# cross-entropy beside the MSE, so that uncertain outputs pick a word (see README, levers).
+# cross-entropy beside the MSE, so that uncertain outputs pick a word. --compress ctc: about one output
+# vector per token, in order, so the words need not be moved to their places (see README, levers).
 if [[ ! -f $WORK/pretrain/mapper/model.safetensors ]]; then
   smap pretrain --train "$DATA/tts/train" --valid "$DATA/tts/dev" --llm smollm2-135m --out "$WORK/pretrain" \
-    --preset small --pool 2 --ce-weight "$S1_CE_WEIGHT" --steps 100000 --lr "$S1_LR" --warmup 200 --max-frames 4000 \
+    --preset small --pool 2 --compress "$S1_COMPRESS" --ce-weight "$S1_CE_WEIGHT" --steps 100000 --lr "$S1_LR" --warmup 200 --max-frames 4000 \
     --eval-every 250 --save-every 250 --time-budget "$S1_MIN" --resume
 fi
 

@@ -151,7 +151,7 @@ def heldout_ce(model: SpeechLLM, data: UtteranceDataset, max_frames: int, limit:
     with torch.no_grad():
         for batch in evaluation_batches(data, max_frames, limit, model.lm.device):
             pairs = [example(r, task_for(i, r), 0, asr_target) for i, r in zip(batch.indices, batch.records)]
-            contents, _, _ = model.speech_contents(batch.features, batch.lengths)
+            contents, _ = model.speech_contents(batch.features, batch.lengths)
             ce, n = model.lm.response_loss(contents, [model.lm.prompt_ids(p[0]) for p in pairs],
                                            [model.lm.format.response_ids(p[1]) for p in pairs])
             total, count = total + float(ce) * n, count + n

@@ -149,6 +149,8 @@ def pretrain(
     layers: Annotated[Optional[int], typer.Option(help="Transformer layers per block (overrides the preset).")] = None,
     dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Dropout in the Transformer layers (overrides the preset: 0.1, tiny 0).")] = None,
     pool: Annotated[int, typer.Option(min=1, help="Average-pool N input frames before the mapper (not in the paper): for a 50 Hz encoder such as Whisper, 2 halves the cost of Stage 1 and the speech vectors the LLM reads; `smap prepare` reports the utterances it would leave too short.")] = 1,
+    compress: Annotated[str, typer.Option(help="Not in the paper. 'none': block 2 downsamples by 2 again, and the targets are left-packed into a fixed-ratio output. 'ctc': a CTC head on block 1 (over the training transcripts' token types) cuts its frames into runs of one label, each run averaged into one vector, so the output has about one vector per token, in order; block 2 keeps the length. The output length then depends on the speech (README).")] = "none",
+    ctc_weight: Annotated[float, typer.Option(min=0.0, help="--compress ctc: weight of the CTC loss, in Stage 1 and whenever the mapper trains in attach.")] = 0.05,
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 10000,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 1e-3,
     warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps before the cosine decay (paper: 100K of its run).")] = 500,
@@ -176,7 +178,7 @@ def pretrain(
 
     cfg = PretrainConfig(
         train=[str(p) for p in train], valid=[str(p) for p in valid or []], llm=llm, out=str(out),
-        preset=preset, layers=layers, dropout=dropout, pool=pool, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
+        preset=preset, layers=layers, dropout=dropout, pool=pool, compress=compress, ctc_weight=ctc_weight, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
         max_frames=max_frames, grad_accum=grad_accum, clip=clip, alpha=alpha, ce_weight=ce_weight,
         mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
         keep=keep, resume=resume, time_budget=time_budget, workers=workers,

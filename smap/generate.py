@@ -101,7 +101,7 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
         padded = torch.zeros(len(chunk), int(lengths.max()), features[chunk[0]].shape[1], device=device)
         for b, i in enumerate(chunk):
             padded[b, : lengths[b]] = features[i].to(device, torch.float32)
-        contents, _, _ = model.speech_contents(padded, lengths)
+        contents, _ = model.speech_contents(padded, lengths)
         prompts = [model.lm.prompt_ids(instructions[i]) for i in chunk]
         capped = _cap([requests[i] for i in chunk], contents, decoding)
         for i, text in zip(chunk, model.lm.generate(contents, prompts, capped)):

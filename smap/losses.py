@@ -1,5 +1,5 @@
-"""Stage-1 targets and losses: the pad-weighted MSE (and an optional token cross-entropy), and
-cross-entropy on response tokens."""
+"""Stage-1 targets and losses: the pad-weighted MSE (and an optional token cross-entropy), the CTC
+loss of a CTC-compressed mapper's head, and cross-entropy on response tokens."""
 
 from __future__ import annotations
 
@@ -78,6 +78,18 @@ def cosine_token_ce(pred: torch.Tensor, targets: PadTargets, unit_embedding: tor
     rows = ids if vocab is None else torch.searchsorted(vocab, ids)
     unit = F.normalize(pred[targets.content].float(), dim=-1)
     return F.cross_entropy(scale * unit @ unit_embedding.T, rows)
+
+
+def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+    """Mean CTC loss (per target label) over the rows with a target; logits (batch, frames, labels)
+    with 0 the blank, lengths (batch,), targets one (n,) label tensor per row (empty: no target).
+    Impossible alignments (more labels than frames) count as zero rather than infinity."""
+    rows = [b for b, t in enumerate(targets) if len(t)]
+    if not rows:
+        return logits.sum() * 0.0
+    log_probs = F.log_softmax(logits[rows].float(), -1).transpose(0, 1)  # (frames, rows, labels)
+    return F.ctc_loss(log_probs, torch.cat([targets[b] for b in rows]).to(logits.device), lengths[rows],
+                      torch.tensor([len(targets[b]) for b in rows], device=logits.device), zero_infinity=True)
 
 
 def response_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

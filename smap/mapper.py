@@ -11,10 +11,19 @@
 done (Whisper's 50 Hz frames, pooled by 2, give 6.25 outputs a second against ~3.6 tokens), which
 halves the mapper's cost and the number of speech vectors the LLM reads in attach.
 
+`compress="ctc"` is ours too. A linear CTC head on block 1's output (blank, the training
+transcripts' token types, one label for any other token) is trained with the mapper; its greedy
+labels cut block 1's frames into runs of one non-blank label, each run is averaged into one vector
+and blank frames are dropped (`segment_means`), and block 2 (convolution with stride 1) maps those
+vectors. The output then has about one vector per token, in the tokens' order, so position j
+already holds token j's sound, where the strided mapper must learn to move each word to its
+left-packed place. Its length depends on the speech, not only on the frame count.
+
 Padding follows the downsampling exactly: a sequence of length L leaves the pooling with
 L // pool frames (a last partial window is dropped), block 1 with half that and block 2 with a
-quarter, and its outputs are the same whether it is alone or padded in
-a batch (padded frames are zeroed before every convolution and masked in attention).
+quarter (with compress="ctc": as many as block 1's label runs), and its outputs are the same
+whether it is alone or padded in a batch (padded frames are zeroed before every convolution and
+masked in attention, and runs are cut within each sequence's own frames).
 """
 
 from __future__ import annotations
@@ -22,12 +31,16 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from smap.losses import ctc_loss
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -49,9 +62,18 @@ class MapperConfig:
     stride: int = 2
     dropout: float = 0.1
     pool: int = 1  # input frames averaged before block 1
+    compress: str = "none"  # "ctc": block 1's frames merged by CTC labels before block 2 (module docstring)
+    ctc_labels: int = 0  # compress="ctc": token types the CTC head tells apart (it has 2 more outputs)
+    ctc_weight: float = 0.05  # compress="ctc": weight of the CTC loss wherever the mapper trains
     extra: dict = field(default_factory=dict)  # free-form provenance (encoder, LLM, presets)
 
     def __post_init__(self):
+        if self.compress not in COMPRESSIONS:
+            raise ValueError(f"compress must be one of {', '.join(COMPRESSIONS)}, not {self.compress!r}")
+        if self.compress == "ctc" and (not isinstance(self.ctc_labels, int) or self.ctc_labels < 1):
+            raise ValueError(f"compress='ctc' needs ctc_labels >= 1 token types, not {self.ctc_labels!r}")
+        if not isinstance(self.ctc_weight, (int, float)) or self.ctc_weight < 0:
+            raise ValueError(f"ctc_weight must be >= 0, not {self.ctc_weight!r}")
         sizes = {"input_dim": self.input_dim, "output_dim": self.output_dim, "n_layers": self.n_layers,
                  "n_heads": self.n_heads, "ffn_dim": self.ffn_dim, "kernel_size": self.kernel_size,
                  "stride": self.stride, "pool": self.pool}
@@ -74,15 +96,23 @@ class MapperConfig:
 
     @property
     def downsampling(self) -> int:
-        return self.pool * self.stride ** 2
+        """Input frames per output vector; for compress="ctc", the fewest (block 1's)."""
+        return self.pool * self.stride ** (1 if self.compress == "ctc" else 2)
+
+    @property
+    def block2(self) -> MapperConfig:
+        """Block 2's settings: compress="ctc" keeps its length (kernel 3, stride 1)."""
+        return replace(self, kernel_size=3, stride=1) if self.compress == "ctc" else self
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Frames after both blocks for inputs of `lengths` frames: (batch,) -> (batch,)."""
+        """Output vectors for inputs of `lengths` frames: (batch,) -> (batch,); for compress="ctc"
+        the most there can be (one per block-1 frame)."""
         lengths = torch.div(lengths, self.pool, rounding_mode="floor")
-        for _ in range(2):
-            lengths = _conv_lengths(lengths, self.kernel_size, self.stride)
-        return lengths
+        lengths = _conv_lengths(lengths, self.kernel_size, self.stride)
+        return _conv_lengths(lengths, self.block2.kernel_size, self.block2.stride)
 
+
+COMPRESSIONS = ("none", "ctc")
 
 PRESETS: dict[str, dict] = {
     # The paper's mapper: SeamlessM4T-v2 (1024-d) to a 4096-d LLM, ~277M parameters.
@@ -128,6 +158,27 @@ def pool_frames(x: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.T
     return x[:, : n * k].reshape(x.shape[0], n, k, x.shape[2]).mean(2), torch.div(lengths, k, rounding_mode="floor")
 
 
+def segment_means(x: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge frames by greedy CTC labels: each run of one non-blank label becomes the mean of its
+    frames, blank frames are dropped (a label repeated across a blank starts a new run, as CTC
+    reads it). x (batch, frames, dim), labels (batch, frames) with 0 the blank, lengths (batch,) ->
+    (batch, runs, dim), (batch,). A sequence with no non-blank frame becomes one vector, the mean
+    of its frames, so that every utterance reaches the LLM."""
+    batch, frames, dim = x.shape
+    valid = length_mask(lengths, frames)
+    kept = valid & (labels > 0)
+    silent = ~kept.any(1) & (lengths > 0)
+    kept = kept | (valid & silent[:, None])
+    prev = F.pad(labels[:, :-1], (1, 0), value=-1)
+    starts = kept & (labels != prev)
+    counts = starts.sum(1)
+    runs = max(int(counts.max()) if batch else 0, 1)
+    run_id = (torch.arange(batch, device=x.device)[:, None] * runs + starts.cumsum(1) - 1)[kept]
+    sums = x.new_zeros(batch * runs, dim).index_add_(0, run_id, x[kept])
+    sizes = torch.zeros(batch * runs, device=x.device).index_add_(0, run_id, torch.ones_like(run_id, dtype=torch.float))
+    return (sums / sizes.clamp_min(1)[:, None].to(x.dtype)).view(batch, runs, dim), counts
+
+
 def mapper_folder(path: str | Path) -> Path:
     """A mapper folder, or the `smap pretrain` run folder that holds one in mapper/."""
     p = Path(path)
@@ -158,25 +209,57 @@ class MapperBlock(nn.Module):
         return self.up(x), lengths
 
 
+class MapperOutput(NamedTuple):
+    embeddings: torch.Tensor  # (batch, frames', output_dim)
+    lengths: torch.Tensor  # (batch,)
+    ctc_loss: torch.Tensor | None  # compress="ctc" given tokens: the CTC head's loss (unweighted)
+
+
 class SpeechMapper(nn.Module):
     def __init__(self, config: MapperConfig):
         super().__init__()
         self.config = config
         d = config.dims
         self.block1 = MapperBlock(config.input_dim, d[0], d[1], config)
-        self.block2 = MapperBlock(d[1], d[1], d[2], config)
+        self.block2 = MapperBlock(d[1], d[1], d[2], config.block2)
         self.proj = nn.Linear(d[2], config.output_dim)
+        if config.compress == "ctc":
+            # outputs: blank, the ctc_labels token types (ctc_tokens, sorted LLM ids), any other token
+            self.ctc_head = nn.Linear(d[1], config.ctc_labels + 2)
+            self.register_buffer("ctc_tokens", torch.zeros(config.ctc_labels, dtype=torch.long))
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (batch, frames, input_dim), lengths (batch,) ->
-        embeddings (batch, frames', output_dim), out_lengths (batch,); frames' = frames // (4 * pool)."""
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor,
+                tokens: list[torch.Tensor] | None = None) -> MapperOutput:
+        """features (batch, frames, input_dim), lengths (batch,) -> embeddings (batch, frames',
+        output_dim), lengths (batch,) and, for compress="ctc" given `tokens` (each row's transcript
+        ids; empty: none), the CTC loss. frames' = frames // (4 * pool), or for compress="ctc"
+        the number of runs of block 1's CTC labels."""
         if features.shape[-1] != self.config.input_dim:
             raise ValueError(f"features have dim {features.shape[-1]}, the mapper expects {self.config.input_dim}")
         if self.config.pool > 1:
             features, lengths = pool_frames(features, lengths, self.config.pool)
         x, lengths = self.block1(features, lengths)
+        loss = None
+        if self.config.compress == "ctc":
+            logits = self.ctc_head(x)
+            if tokens is not None:
+                loss = ctc_loss(logits, lengths, [self.ctc_targets(t) for t in tokens])
+            x, lengths = segment_means(x, logits.argmax(-1), lengths)
         x, lengths = self.block2(x, lengths)
-        return self.proj(x), lengths
+        return MapperOutput(self.proj(x), lengths, loss)
+
+    def set_ctc_tokens(self, token_ids: torch.Tensor) -> None:
+        """The LLM token ids that the CTC head tells apart (compress="ctc"); the others share a label."""
+        ids = token_ids.unique()  # sorted
+        if len(ids) != self.config.ctc_labels:
+            raise ValueError(f"the CTC head has {self.config.ctc_labels} token labels, given {len(ids)} token types")
+        self.ctc_tokens.copy_(ids)
+
+    def ctc_targets(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(n,) LLM token ids -> (n,) CTC labels: 1 + the index in ctc_tokens, or the last label."""
+        ids = token_ids.to(self.ctc_tokens.device)
+        pos = torch.searchsorted(self.ctc_tokens, ids).clamp_max(len(self.ctc_tokens) - 1)
+        return torch.where(self.ctc_tokens[pos] == ids, pos + 1, self.config.ctc_labels + 1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,9 +1,10 @@
 """Stage 1: pretrain a SpeechMapper on the LLM's input embeddings, without the LLM.
 
 For each utterance the mapper turns SFM features (frames, input_dim) into (frames // 4, llm_dim)
-vectors; the target is the LLM's input embedding of each normalised transcript token, then the
-pad-token embedding up to the output length (`smap.losses.pad_targets`), and the loss is the
-pad-weighted MSE (`smap.losses.weighted_mse`). Only the tokenizer and the embedding matrix of
+vectors (with `compress="ctc"`, one per run of its CTC head's labels); the target is the LLM's
+input embedding of each normalised transcript token, then the pad-token embedding up to the output
+length (`smap.losses.pad_targets`), and the loss is the pad-weighted MSE
+(`smap.losses.weighted_mse`), plus the CTC head's loss at `ctc_weight` for a CTC-compressed mapper. Only the tokenizer and the embedding matrix of
 the LLM are loaded.
 
 Validation reports the loss and an LLM-free intrinsic metric: each output vector is decoded to
@@ -29,7 +30,7 @@ from smap.data.store import atomic_write_text, open_stores
 from smap.evaluate.metrics import wer
 from smap.llm import LLMEmbeddings, load_embeddings, tokenizer_fingerprint
 from smap.losses import cosine_token_ce, pad_targets, weighted_mse
-from smap.mapper import MapperConfig, SpeechMapper, preset
+from smap.mapper import COMPRESSIONS, MapperConfig, SpeechMapper, preset
 from smap.text import normalize
 from smap.training import LoopConfig, console, fit, make_accelerator
 
@@ -45,6 +46,8 @@ class PretrainConfig(LoopConfig):
     layers: int | None = None
     dropout: float | None = None  # None: the preset's
     pool: int = 1  # input frames averaged before the mapper (MapperConfig.pool)
+    compress: str = "none"  # "ctc": merge block 1's frames by CTC labels (MapperConfig.compress)
+    ctc_weight: float = 0.05  # compress="ctc": weight of the CTC loss (MapperConfig.ctc_weight)
     max_frames: int = 12000
     alpha: float = 5.0
     ce_weight: float = 0.0  # + ce_weight x `cosine_token_ce` (not in the paper)
@@ -68,7 +71,8 @@ def token_hits(hyp: list[int], ref: list[int]) -> tuple[int, int]:
 
 
 def count_cut(mapper_cfg: MapperConfig, dataset: UtteranceDataset) -> int:
-    """Utterances whose transcript has more tokens than the mapper will output frames."""
+    """Utterances whose transcript has more tokens than the mapper will output vectors (for
+    compress="ctc": than it can, one per block-1 frame)."""
     out = mapper_cfg.output_lengths(torch.tensor(dataset.lengths))
     return sum(int(len(t) > int(n)) for t, n in zip(dataset.tokens, out))
 
@@ -82,28 +86,31 @@ class Stage1:
     """
 
     def __init__(self, emb: LLMEmbeddings, alpha: float, device: torch.device, ce_weight: float = 0.0,
-                 ce_vocab: torch.Tensor | None = None):
-        self.emb, self.alpha, self.ce_weight = emb, alpha, ce_weight
+                 ce_vocab: torch.Tensor | None = None, ctc_weight: float = 0.0):
+        self.emb, self.alpha, self.ce_weight, self.ctc_weight = emb, alpha, ce_weight, ctc_weight
         self.weight = emb.weight.to(device)
         self.unit = F.normalize(self.weight, dim=-1)  # cosine decoding and the token CE, once
         self.ce_vocab = None if ce_vocab is None else ce_vocab.sort().values.to(device)
         self.ce_unit = self.unit if ce_vocab is None else self.unit[self.ce_vocab]
 
     def loss(self, model: SpeechMapper, batch: Batch) -> tuple[torch.Tensor, dict]:
-        pred, out_len = model(batch.features, batch.lengths)
+        pred, out_len, ctc = model(batch.features, batch.lengths, batch.tokens)
         tg = pad_targets(batch.tokens, out_len, self.weight, self.emb.pad_id, self.alpha)
         mse = weighted_mse(pred, tg.target.to(pred.dtype), tg.weight)
-        if not self.ce_weight:
-            return mse, {"cut": tg.n_cut}
-        ce = cosine_token_ce(pred, tg, self.ce_unit, self.ce_vocab)
-        return mse + self.ce_weight * ce, {"cut": tg.n_cut, "mse": float(mse.detach()), "token_ce": float(ce.detach())}
+        loss, logs = mse, {"cut": tg.n_cut}
+        if self.ce_weight:
+            ce = cosine_token_ce(pred, tg, self.ce_unit, self.ce_vocab)
+            loss, logs = loss + self.ce_weight * ce, logs | {"mse": float(mse.detach()), "token_ce": float(ce.detach())}
+        if ctc is not None:
+            loss, logs = loss + self.ctc_weight * ctc, logs | {"mse": float(mse.detach()), "ctc": float(ctc.detach())}
+        return loss, logs
 
     @torch.no_grad()
     def validate(self, model: SpeechMapper, data: UtteranceDataset, max_frames: int, limit: int) -> dict:
         loss_sum, weight_sum, refs, hyps = 0.0, 0.0, [], []
         in_place, anywhere, n_ref = 0, 0, 0
         for batch in evaluation_batches(data, max_frames, limit, self.weight.device):
-            pred, out_len = model(batch.features, batch.lengths)
+            pred, out_len, _ = model(batch.features, batch.lengths)
             tg = pad_targets(batch.tokens, out_len, self.weight, self.emb.pad_id, self.alpha)
             loss_sum += float(weighted_mse(pred, tg.target, tg.weight)) * float(tg.weight.sum())
             weight_sum += float(tg.weight.sum())
@@ -117,8 +124,14 @@ class Stage1:
                 "tokens_in_place": 100 * in_place / max(n_ref, 1), "tokens_anywhere": 100 * anywhere / max(n_ref, 1)}
 
 
-def build_mapper(cfg: PretrainConfig, input_dim: int, emb: LLMEmbeddings, encoder: str) -> SpeechMapper:
+def build_mapper(cfg: PretrainConfig, input_dim: int, emb: LLMEmbeddings, encoder: str,
+                 ctc_tokens: torch.Tensor | None = None) -> SpeechMapper:
+    """The mapper `cfg` describes; ctc_tokens (n,): the token ids its CTC head tells apart
+    (compress="ctc": the training transcripts' token types)."""
     overrides = {k: v for k, v in (("n_layers", cfg.layers), ("dropout", cfg.dropout), ("pool", cfg.pool)) if v is not None}
+    overrides["compress"] = cfg.compress
+    if cfg.compress == "ctc":
+        overrides |= {"ctc_labels": len(ctc_tokens), "ctc_weight": cfg.ctc_weight}
     mcfg = preset(cfg.preset, input_dim, emb.dim, **overrides)
     mcfg.extra = {
         "encoder": encoder,
@@ -128,11 +141,16 @@ def build_mapper(cfg: PretrainConfig, input_dim: int, emb: LLMEmbeddings, encode
         "pad_id": emb.pad_id,
         "preset": cfg.preset,
     }
-    return SpeechMapper(mcfg)
+    model = SpeechMapper(mcfg)
+    if cfg.compress == "ctc":
+        model.set_ctc_tokens(ctc_tokens)
+    return model
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
     """Run Stage 1; returns the folder of the final mapper (`out/mapper`)."""
+    if cfg.compress not in COMPRESSIONS:
+        raise ValueError(f"--compress must be {' or '.join(COMPRESSIONS)}, not {cfg.compress!r}")
     acc = make_accelerator(cfg)
     emb = load_embeddings(cfg.llm)
     stores = open_stores(cfg.train)
@@ -145,7 +163,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     if valid is not None and valid.stores[0].dim != stores[0].dim:
         raise ValueError(f"--valid features have dim {valid.stores[0].dim}, --train features {stores[0].dim}")
 
-    model = build_mapper(cfg, stores[0].dim, emb, stores[0].encoder)
+    train_types = torch.cat(train.tokens).unique()
+    model = build_mapper(cfg, stores[0].dim, emb, stores[0].encoder, train_types)
     out = Path(cfg.out)
     saved = out / "mapper_config.json"
     mapper_json = asdict(model.config) | {"dims": list(model.config.dims)}  # as JSON reads it back
@@ -168,14 +187,18 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
     sampler = BucketBatchSampler(train.lengths, cfg.max_frames, seed=cfg.seed)
     loader = training_loader(train, sampler, cfg.workers)
-    ce_vocab = torch.cat(train.tokens).unique() if cfg.ce_weight else None
-    objective = Stage1(emb, cfg.alpha, acc.device, cfg.ce_weight, ce_vocab)
+    ce_vocab = train_types if cfg.ce_weight else None
+    objective = Stage1(emb, cfg.alpha, acc.device, cfg.ce_weight, ce_vocab, model.config.ctc_weight)
+    if cfg.compress == "ctc":
+        console.print(f"CTC compression: block 1's frames merged by the labels of a CTC head (weight {cfg.ctc_weight}) "
+                      f"over the {len(train_types)} token types of the training transcripts")
     if ce_vocab is not None:
         console.print(f"token cross-entropy (weight {cfg.ce_weight}) over the {len(ce_vocab)} token types "
                       "of the training transcripts")
     evaluate = (lambda m: objective.validate(m, valid, cfg.max_frames, cfg.max_valid)) if valid else None
     result = fit(acc, cfg, model, sampler, loader, objective.loss, evaluate, run_name="pretrain",
-                 hparams={"preset": cfg.preset, "alpha": cfg.alpha, "ce_weight": cfg.ce_weight, "llm": cfg.llm})
+                 hparams={"preset": cfg.preset, "alpha": cfg.alpha, "ce_weight": cfg.ce_weight, "llm": cfg.llm,
+                          "compress": cfg.compress})
 
     target = out / MAPPER_DIR
     if acc.is_main_process:

@@ -43,7 +43,7 @@ from transformers import DynamicCache, GenerationConfig
 from smap.data.store import atomic_write_text
 from smap.llm import load_causal_lm, pad_id_of, resolve
 from smap.losses import pad_targets, response_ce, weighted_mse
-from smap.mapper import SpeechMapper
+from smap.mapper import MapperOutput, SpeechMapper
 from smap.llm import tokenizer_fingerprint
 from smap.prompts import PromptFormat
 
@@ -256,11 +256,12 @@ class SpeechLLM(nn.Module):
         check_compatible(mapper, lm.llm, lm.tokenizer, settings.llm)
         self.mapper, self.lm, self.settings = mapper, lm, settings
 
-    def speech_contents(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """features (batch, frames, dim) -> per-example (n_b, llm_dim) vectors, the padded output
-        (batch, frames', llm_dim) and its lengths (batch,)."""
-        emb, out_len = self.mapper(features, lengths)
-        return [emb[b, : int(out_len[b])] for b in range(len(emb))], emb, out_len
+    def speech_contents(self, features: torch.Tensor, lengths: torch.Tensor,
+                        tokens: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], MapperOutput]:
+        """features (batch, frames, dim) -> per-example (n_b, llm_dim) vectors, and the mapper's
+        output (`SpeechMapper.forward`; `tokens` given, with its CTC loss if it has one)."""
+        out = self.mapper(features, lengths, tokens)
+        return [out.embeddings[b, : int(out.lengths[b])] for b in range(len(out.lengths))], out
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, prompts: list[tuple[list[int], list[int]]],
                 responses: list[list[int]], mse_tokens: list[torch.Tensor] | None = None,
@@ -269,11 +270,17 @@ class SpeechLLM(nn.Module):
 
         features (batch, frames, dim), lengths (batch,); prompts: (head, tail) ids per example
         (`PromptedLM.prompt_ids`); responses: token ids per example;
-        mse_tokens: per example the normalised transcript's ids (empty: no MSE for that row)."""
-        contents, emb, out_len = self.speech_contents(features, lengths)
+        mse_tokens: per example the normalised transcript's ids (empty: no MSE for that row).
+        A CTC-compressed mapper's CTC loss on `mse_tokens` is added at its own weight whatever
+        `mse_weight` is: its labels decide where the LLM's input vectors are cut."""
+        contents, out = self.speech_contents(features, lengths, mse_tokens)
+        emb, out_len = out.embeddings, out.lengths
         ce, n = self.lm.response_loss(contents, prompts, responses)
         logs = {"ce": float(ce.detach()), "tokens": n}
         loss = ce
+        if out.ctc_loss is not None:
+            loss = loss + self.mapper.config.ctc_weight * out.ctc_loss
+            logs["ctc"] = float(out.ctc_loss.detach())
         if mse_weight > 0 and mse_tokens is not None:
             rows = [b for b, t in enumerate(mse_tokens) if len(t)]
             if rows:
@@ -281,7 +288,7 @@ class SpeechLLM(nn.Module):
                 tg = pad_targets([mse_tokens[b] for b in rows], out_len[rows], table,
                                  self.mapper.config.extra.get("pad_id", self.lm.pad_id), alpha)
                 mse = weighted_mse(emb[rows], tg.target, tg.weight)
-                loss = ce + mse_weight * mse
+                loss = loss + mse_weight * mse
                 logs["mse"] = float(mse.detach())
         return loss, logs
 
@@ -289,7 +296,7 @@ class SpeechLLM(nn.Module):
     def generate(self, features: torch.Tensor, lengths: torch.Tensor, instructions: list[str],
                  decoding: Decoding = Decoding()) -> list[str]:
         """features (batch, frames, dim), lengths (batch,), one instruction per example -> texts."""
-        contents, _, _ = self.speech_contents(features, lengths)
+        contents, _ = self.speech_contents(features, lengths)
         return self.lm.generate(contents, [self.lm.prompt_ids(i) for i in instructions], decoding)
 
     # -- model folders -------------------------------------------------------------------------

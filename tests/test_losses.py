@@ -1,8 +1,9 @@
 import math
 
 import torch
+import torch.nn.functional as F
 
-from smap.losses import cosine_token_ce, pad_targets, response_ce, weighted_mse
+from smap.losses import cosine_token_ce, ctc_loss, pad_targets, response_ce, weighted_mse
 
 
 def test_pad_targets_and_weighted_mse_match_a_hand_computation():
@@ -65,3 +66,15 @@ def test_cosine_token_ce_matches_a_hand_computation_at_content_positions_only():
     assert cosine_token_ce(pred, tg_wider, unit_wider).item() > expected + 0.1
     vocab = torch.tensor([0, 2, 3])
     assert abs(cosine_token_ce(pred, tg_wider, unit_wider[vocab], vocab).item() - expected) < 1e-4
+
+
+def test_ctc_loss_skips_rows_without_a_target_and_zeroes_impossible_ones():
+    torch.manual_seed(0)
+    logits, lengths = torch.randn(3, 6, 4), torch.tensor([6, 5, 2])
+    targets = [torch.tensor([1, 2, 2]), torch.tensor([], dtype=torch.long), torch.tensor([3])]
+    expected = F.ctc_loss(F.log_softmax(logits[[0, 2]], -1).transpose(0, 1), torch.tensor([1, 2, 2, 3]),
+                          lengths[[0, 2]], torch.tensor([3, 1]))
+    torch.testing.assert_close(ctc_loss(logits, lengths, targets), expected)
+    # four labels with a repeat need five frames: two frames cannot hold them, and count zero, not infinity
+    assert float(ctc_loss(logits[2:], lengths[2:], [torch.tensor([1, 1, 2, 3])])) == 0.0
+    assert float(ctc_loss(logits, lengths, [torch.tensor([], dtype=torch.long)] * 3)) == 0.0

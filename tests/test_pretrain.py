@@ -11,6 +11,9 @@ from typer.testing import CliRunner
 
 from conftest import write_store
 from smap.cli import app
+from smap.data.batching import UtteranceDataset
+from smap.data.store import open_stores
+from smap.llm import load_embeddings
 from smap.mapper import SpeechMapper
 from smap.pretrain import PretrainConfig, pretrain, token_hits
 
@@ -80,6 +83,19 @@ def test_ce_weight_adds_the_token_cross_entropy(tmp_path, stores, tiny_llama):
     assert report["config"]["ce_weight"] == 0.01
 
 
+def test_ctc_compression_learns_its_head_with_the_mapper_and_reloads(tmp_path, stores, tiny_llama):
+    result = runner.invoke(app, _args(*stores, tiny_llama, tmp_path / "run", steps=10, extra=["--compress", "ctc"]))
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert row["ctc"] > 0 and row["mse"] > 0
+    mapper = SpeechMapper.from_pretrained(tmp_path / "run")
+    train = UtteranceDataset(open_stores([str(stores[0])]), load_embeddings(str(tiny_llama)).tokenizer)
+    assert mapper.config.compress == "ctc" and mapper.config.ctc_weight == 0.05
+    assert mapper.ctc_tokens.tolist() == torch.cat(train.tokens).unique().tolist()  # the training token types
+    report = json.loads((tmp_path / "run" / "pretrain_report.json").read_text())
+    assert report["config"]["compress"] == "ctc" and "wer" in report
+
+
 def test_time_budget_stops_with_a_checkpoint_and_the_schedule_spent(tmp_path, stores, tiny_llama):
     train, valid = stores
     out = tmp_path / "run"
@@ -129,6 +145,7 @@ def test_help_explains_every_option():
     (["--llm", "missing.gguf"], "missing.gguf: no such GGUF file"),
     (["--preset", "huge"], "unknown mapper preset 'huge'"),
     (["--mixed-precision", "fp8"], "--mixed-precision must be no, fp16 or bf16"),
+    (["--compress", "bpe"], "--compress must be none or ctc, not 'bpe'"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, stores, tiny_llama, args, message):
     base = {"--train": str(stores[0]), "--llm": str(tiny_llama), "--preset": "tiny", "--mixed-precision": "no"}

@@ -135,7 +135,7 @@ def test_gradients_reach_the_mapper_only_and_ce_plus_mse_adds_the_stage1_loss(lm
     ce_only, logs = model(features, lengths, prompts, responses)
     both, logs2 = model(features, lengths, prompts, responses, tokens, mse_weight=0.5)
     # the MSE is Stage 1's, over the rows that have a transcript
-    emb, out_len = model.mapper(features, lengths)
+    emb, out_len, _ = model.mapper(features, lengths)
     tg = pad_targets([tokens[0], tokens[2]], out_len[[0, 2]], lm.llm.get_input_embeddings().weight, lm.pad_id)
     mse = float(weighted_mse(emb[[0, 2]], tg.target, tg.weight).detach())
     assert abs(float(both.detach()) - (float(ce_only.detach()) + 0.5 * mse)) < 1e-5 and logs2["mse"] == pytest.approx(mse)
@@ -143,6 +143,26 @@ def test_gradients_reach_the_mapper_only_and_ce_plus_mse_adds_the_stage1_loss(lm
     assert all(p.grad is not None for p in model.mapper.parameters())
     assert all(p.grad is None and not p.requires_grad for p in lm.llm.parameters())
     assert [n for n, _ in model.named_parameters()] == [f"mapper.{n}" for n, _ in model.mapper.named_parameters()]
+
+
+def test_a_ctc_mapper_keeps_training_its_ctc_head_in_attach_at_its_own_weight(lm):
+    cfg = preset("tiny", 16, lm.llm.config.hidden_size, compress="ctc", ctc_labels=3, ctc_weight=0.5,
+                 extra={"tokenizer": tokenizer_fingerprint(lm.tokenizer), "llm": "tiny"})
+    torch.manual_seed(0)
+    mapper = SpeechMapper(cfg)
+    mapper.set_ctc_tokens(torch.tensor([4, 5, 7]))
+    model = SpeechLLM(mapper, lm, ModelSettings(llm="tiny"))
+    features, lengths = torch.randn(3, 40, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([40, 28, 33])
+    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
+    responses = [lm.format.response_ids(r) for r in RESPONSES]
+    tokens = [torch.tensor([4, 5, 6]), torch.tensor([], dtype=torch.long), torch.tensor([7, 8])]
+    ce_only, logs = model(features, lengths, prompts, responses)  # no transcripts: no CTC
+    with_ctc, logs2 = model(features, lengths, prompts, responses, tokens)  # mse_weight 0: CE + CTC
+    ctc = float(mapper(features, lengths, tokens).ctc_loss)
+    assert "ctc" not in logs and logs2["ctc"] == pytest.approx(ctc)
+    assert float(with_ctc.detach()) == pytest.approx(float(ce_only.detach()) + 0.5 * ctc, abs=1e-5)
+    with_ctc.backward()
+    assert mapper.ctc_head.weight.grad.abs().sum() > 0
 
 
 def test_mismatched_mapper_is_refused_naming_both_sides(lm):
