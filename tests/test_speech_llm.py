@@ -158,7 +158,7 @@ def test_a_ctc_mapper_keeps_training_its_ctc_head_in_attach_at_its_own_weight(lm
     tokens = [torch.tensor([4, 5, 6]), torch.tensor([], dtype=torch.long), torch.tensor([7, 8])]
     ce_only, logs = model(features, lengths, prompts, responses)  # no transcripts: no CTC
     with_ctc, logs2 = model(features, lengths, prompts, responses, tokens)  # mse_weight 0: CE + CTC
-    ctc = float(mapper(features, lengths, tokens).ctc_loss)
+    ctc = float(mapper(features, lengths, tokens).ctc_loss.detach())
     assert "ctc" not in logs and logs2["ctc"] == pytest.approx(ctc)
     assert float(with_ctc.detach()) == pytest.approx(float(ce_only.detach()) + 0.5 * ctc, abs=1e-5)
     with_ctc.backward()
