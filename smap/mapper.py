@@ -109,7 +109,8 @@ class MapperConfig:
         the most there can be (one per block-1 frame)."""
         lengths = torch.div(lengths, self.pool, rounding_mode="floor")
         lengths = _conv_lengths(lengths, self.kernel_size, self.stride)
-        return _conv_lengths(lengths, self.block2.kernel_size, self.block2.stride)
+        block2 = self.block2
+        return _conv_lengths(lengths, block2.kernel_size, block2.stride)
 
 
 COMPRESSIONS = ("none", "ctc")
@@ -242,8 +243,9 @@ class SpeechMapper(nn.Module):
         loss = None
         if self.config.compress == "ctc":
             logits = self.ctc_head(x)
-            if tokens is not None:
-                loss = ctc_loss(logits, lengths, [self.ctc_targets(t) for t in tokens])
+            if tokens is not None:  # one lookup for the batch, not one per row (the step is hot)
+                labels = self.ctc_targets(torch.cat(tokens)).split([len(t) for t in tokens])
+                loss = ctc_loss(logits, lengths, list(labels))
             x, lengths = segment_means(x, logits.argmax(-1), lengths)
         x, lengths = self.block2(x, lengths)
         return MapperOutput(self.proj(x), lengths, loss)

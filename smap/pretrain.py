@@ -4,8 +4,8 @@ For each utterance the mapper turns SFM features (frames, input_dim) into (frame
 vectors (with `compress="ctc"`, one per run of its CTC head's labels); the target is the LLM's
 input embedding of each normalised transcript token, then the pad-token embedding up to the output
 length (`smap.losses.pad_targets`), and the loss is the pad-weighted MSE
-(`smap.losses.weighted_mse`), plus the CTC head's loss at `ctc_weight` for a CTC-compressed mapper. Only the tokenizer and the embedding matrix of
-the LLM are loaded.
+(`smap.losses.weighted_mse`), plus the CTC head's loss at `ctc_weight` for a CTC-compressed
+mapper. Only the tokenizer and the embedding matrix of the LLM are loaded.
 
 Validation reports the loss and an LLM-free intrinsic metric: each output vector is decoded to
 its nearest token embedding by cosine similarity (the L2 neighbours of an uncertain, averaged
@@ -163,7 +163,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     if valid is not None and valid.stores[0].dim != stores[0].dim:
         raise ValueError(f"--valid features have dim {valid.stores[0].dim}, --train features {stores[0].dim}")
 
-    train_types = torch.cat(train.tokens).unique()
+    # The token types of the training transcripts: the token CE's softmax and the CTC head's labels.
+    train_types = torch.cat(train.tokens).unique() if cfg.ce_weight or cfg.compress == "ctc" else None
     model = build_mapper(cfg, stores[0].dim, emb, stores[0].encoder, train_types)
     out = Path(cfg.out)
     saved = out / "mapper_config.json"
