@@ -5,7 +5,8 @@ Modes:
     Stage-1 MSE (`mse_weight`), which keeps the mapper's output close to the transcript's token
     embeddings (the paper: better target-language adherence in zero-shot ST).
   * ``task``: the target task's examples (ST stores: records with ``translation`` and
-    ``tgt_lang``; SQA stores: records with ``question`` and ``answer``), with whole ASR batches
+    ``tgt_lang``; SQA stores: records with ``answer`` and a text ``question``, or with ``answer``
+    alone when the speech is the question, like tts/train-qa), with whole ASR batches
     mixed in with probability `asr_mix` (the paper: 0.5 for SQA). The ASR batches come from
     `asr_train` stores, by default the task stores' own transcripts.
 
@@ -67,10 +68,11 @@ class AttachConfig(LoopConfig):
 
 
 def task_of(record: dict) -> str:
-    """The task a record trains: ST if it has a translation, SQA if a question and answer, else ASR."""
+    """The task a record trains: ST if it has a translation, SQA if an answer (to its text question,
+    or to the question it speaks: `smap.prompts.SPOKEN_QUESTION`), else ASR."""
     if record.get("translation"):
         return "st"
-    if record.get("question") and record.get("answer"):
+    if record.get("answer"):
         return "sqa"
     return "asr"
 

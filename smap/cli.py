@@ -92,6 +92,7 @@ def prepare(
     tts_dev: Annotated[int, typer.Option(min=0, help="tts: dev sentences (held-out sentences, training voices).")] = 200,
     tts_test: Annotated[int, typer.Option(min=0, help="tts: test sentences (held-out sentences and voices).")] = 300,
     voices_per_sentence: Annotated[int, typer.Option(min=1, help="tts: voices speaking each training sentence.")] = 1,
+    voices_per_question: Annotated[int, typer.Option(min=1, help="tts: voices speaking each training question (train-qa).")] = 8,
     vocab: Annotated[int, typer.Option(min=0, help="tts: keep only sentences whose words are all among the N most frequent of the text (0: no limit; 5000 keeps ~10k sentences).")] = 5000,
     accents: Annotated[str, typer.Option(help="tts: comma list of eSpeak English accents: en-us (Whisper tiny.en's best), en-us-nyc, en, en-gb-x-rp, en-gb-x-gbclan, en-029, en-gb-scotland. Each is spoken by 16 training and 4 held-out voice variants.")] = "en-us",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances (a quick try).")] = None,
@@ -118,7 +119,8 @@ def prepare(
         source_options["part"] = part
     if dataset == "tts":
         source_options["tts"] = CorpusConfig(seed=seed, train=tts_train, dev=tts_dev, test=tts_test,
-                                             voices_per_sentence=voices_per_sentence, vocab=vocab or None,
+                                             voices_per_sentence=voices_per_sentence,
+                                             voices_per_question=voices_per_question, vocab=vocab or None,
                                              accents=tuple(a.strip() for a in accents.split(",") if a.strip()))
     cfg = PrepareConfig(source=dataset, out=str(out), split=split, encoder=encoder, encoder_options=encoder_options,
                         source_options=source_options, limit=limit, max_seconds=max_seconds,

@@ -40,7 +40,7 @@ from smap.data.batching import BucketBatchSampler
 from smap.data.store import FeatureStore, atomic_write_text
 from smap.evaluate.suites import question_text
 from smap.llm import load_causal_lm
-from smap.prompts import Request
+from smap.prompts import SPOKEN_QUESTION, Request
 from smap.speech_llm import Decoding, PromptedLM, SpeechLLM
 
 ASR_SLACK = 8
@@ -70,9 +70,13 @@ def load_text_lm(llm: str, system: str = "default", device: str | None = None,
 
 def request_for(record: dict, task: str, tgt_lang: str | None = None, question: str | None = None,
                 prompt: str | None = None) -> Request:
-    """The request for one record: options given win, else the record's tgt_lang / question."""
-    if task == "sqa" and question is None and record.get("question"):
-        question = question_text(record)
+    """The request for one record: options given win, else the record's tgt_lang / question. An SQA
+    record with no question and no prompt given is a spoken question (`SPOKEN_QUESTION`)."""
+    if task == "sqa" and question is None:
+        if record.get("question"):
+            question = question_text(record)
+        elif prompt is None:
+            return Request("free", prompt=SPOKEN_QUESTION)
     return Request(task, tgt_lang or record.get("tgt_lang"), question, prompt)
 
 

@@ -22,7 +22,8 @@ as text, SmolLM2-135M-Instruct repeats them at 13.5% WER instruction first again
 first (each with its best phrasing), and an attached mapper inherits the habit (README).
 
 Tasks: ``asr`` (transcribe), ``st`` (translate into ``tgt_lang``), ``sqa`` (answer ``question``,
-given as text beside the spoken passage) and ``free`` (the user's own ``prompt``). Each task has
+given as text beside the spoken passage) and ``free`` (the user's own ``prompt``). A spoken question
+(SQA with no text question: the speech is the question) is asked `SPOKEN_QUESTION`. Each task has
 several phrasings; training draws one at random so that no single wording is memorised, and
 inference uses the first unless told otherwise.
 """
@@ -59,6 +60,9 @@ INSTRUCTIONS: dict[str, tuple[str, ...]] = {
         "Question about the recording: {question}",
     ),
 }
+
+# The instruction of a spoken question, in training (`smap attach --mode task`) and evaluation alike.
+SPOKEN_QUESTION = "Answer the question in the audio with one word."
 
 # The chat template's own default system message is kept unless told otherwise; "short" trades
 # SmolLM2's 16-token default for 7 tokens, which matters when the prefix is not cached.

@@ -13,7 +13,7 @@ from smap.data.store import FeatureStore, StoreWriter
 from smap.llm import load_causal_lm
 from smap.mapper import SpeechMapper, preset
 from smap.llm import tokenizer_fingerprint
-from smap.prompts import INSTRUCTIONS
+from smap.prompts import INSTRUCTIONS, SPOKEN_QUESTION
 from smap.speech_llm import MODEL_FILE, ModelSettings, SpeechLLM
 
 runner = CliRunner()
@@ -29,13 +29,14 @@ def save_mapper(folder, llm_folder, input_dim=16, output_dim=32, encoder="test-e
     return folder
 
 
-def write_sqa_store(folder, sentences, dim=16):
+def write_sqa_store(folder, sentences, dim=16, question="what is it"):
+    """SQA records answered by their first word; question=None: spoken questions (no text question)."""
     g = torch.Generator().manual_seed(2)
     with StoreWriter(folder, encoder="test-encoder", dim=dim, frame_rate=50.0) as w:
         for i, text in enumerate(sentences):
             n = 12 * len(text.split())
-            w.add({"id": f"q{i:03d}", "text": text, "duration": n / 50, "question": "what is it",
-                   "answer": text.split()[0]}, torch.randn(n, dim, generator=g))
+            w.add({"id": f"q{i:03d}", "text": text, "duration": n / 50, "answer": text.split()[0],
+                   **({"question": question} if question else {})}, torch.randn(n, dim, generator=g))
     return folder
 
 
@@ -155,6 +156,20 @@ def test_task_mode_prompts_the_task_and_the_asr_mix_prompts_transcription(tmp_pa
     assert "what is it" in decode(prompts[0][0]) and "what is it" not in decode(prompts[1][0])  # instruction first
     assert decode(responses[0][:-1]) == sentences[3].split()[0] and decode(responses[1][:-1]) == sentences[3]
     assert task_of(data.records[3]) == "sqa" and stage.task(3) == "sqa" and stage.task(11) == "asr"
+
+
+def test_task_mode_on_spoken_questions_asks_the_evaluation_instruction(tmp_path, sentences, tiny_llama):
+    qa = write_sqa_store(tmp_path / "qa", sentences[:8], question=None)
+    out = attach(_cfg(tmp_path, qa, qa, save_mapper(tmp_path / "mapper", tiny_llama), mode="task", asr_mix=0.5,
+                      steps=2, show=1))
+    model = SpeechLLM.from_pretrained(out)
+    data = UtteranceDataset([FeatureStore(qa)] * 2, model.lm.tokenizer)
+    stage = Stage2(model, AttachConfig(out="x", mode="task"), data, 8, BucketBatchSampler(data.lengths, 10_000))
+    # Any phrasing drawn: the question is the speech, asked as tts/test-qa asks it.
+    prompts, responses = stage.prompts(collate([data[2], data[8 + 2]]))
+    decode = model.lm.tokenizer.decode
+    assert prompts[0] == model.lm.prompt_ids(SPOKEN_QUESTION) and prompts[1] != prompts[0]
+    assert decode(responses[0][:-1]) == sentences[2].split()[0] and decode(responses[1][:-1]) == sentences[2]
 
 
 def test_phrasings_limits_the_instructions_drawn_in_training(tmp_path, setup, tiny_llama):

@@ -11,7 +11,7 @@ from smap.generate import generate_store, generate_text, load_model, load_text_l
 from smap.llm import load_causal_lm
 from smap.mapper import SpeechMapper, preset
 from smap.llm import tokenizer_fingerprint
-from smap.prompts import INSTRUCTIONS, Request
+from smap.prompts import INSTRUCTIONS, SPOKEN_QUESTION, Request
 from smap.speech_llm import Decoding, ModelSettings, PromptedLM, SpeechLLM
 
 runner = CliRunner()
@@ -53,6 +53,9 @@ def test_requests_come_from_options_then_records():
     sqa = request_for(rec, "sqa")
     assert sqa.question.startswith("Which colour?") and "blue" in sqa.question
     assert request_for(rec, "sqa", question="Why?").question == "Why?"
+    # No question anywhere: the speech is the question (tts/train-qa, tts/test-qa).
+    spoken = {"id": "q", "text": "What is the capital of France?", "answer": "Paris"}
+    assert request_for(spoken, "sqa") == Request("free", prompt=SPOKEN_QUESTION)
 
 
 def test_text_only_path_is_plain_prompting_with_the_text_in_the_speech_slot(tiny_llama):

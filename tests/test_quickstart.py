@@ -17,7 +17,7 @@ def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_pa
                          capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
 
-    for split in ("train", "dev", "test", "everyday", "test-qa"):
+    for split in ("train", "dev", "test", "everyday", "train-qa", "test-qa"):
         assert (work / "data" / "tts" / split / "store.json").is_file(), split
     report = json.loads((work / "data" / "tts" / "train" / "prepare_report.json").read_text())
     assert report["stored"] == 200 and report["finished"]
@@ -28,15 +28,18 @@ def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_pa
         assert attach["ce"] < attach["initial_ce"], (name, attach)
         # The pooling Stage 1 was trained with travels with the mapper into the attached model.
         assert json.loads((work / f"attach-{name}" / "mapper" / "config.json").read_text())["pool"] == 2
+    # --fast also attaches in task mode: the spoken questions, with ASR mixed in.
+    task = json.loads((work / "attach-task" / "smap_model.json").read_text())
+    assert task["provenance"]["mode"] == "task" and task["provenance"]["asr_mix"] == 0.5
     results = json.loads((work / "eval" / "results.json").read_text())
     rows = {(r["split"], r["system"]) for r in results["results"]}
-    systems = ("transcript", "cascade", "stage1", "attach-ce", "attach-ce-mse")
+    systems = ("transcript", "cascade", "stage1", "attach-ce", "attach-ce-mse", "attach-task")
     assert {(split, s) for split in ("test", "everyday", "test-qa") for s in systems} <= rows
     table = (work / "eval" / "results.md").read_text()
     assert all(s in table for s in systems)
     # The learning curves hold held-out WER for Stage 1 and for each attach run, from its start.
     curves = json.loads((work / "learning_curves.json").read_text())
     assert curves["stage1_wer"] and (work / "learning_curves.png").is_file()
-    for name in ("ce", "ce-mse"):
+    for name in ("ce", "ce-mse", "task"):
         wer_points = curves[f"attach-{name}_wer"]
         assert len(wer_points) >= 2 and wer_points[0][0] >= curves["stage1_wer"][-1][0], (name, wer_points)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 
@@ -52,6 +53,12 @@ def test_tts_has_thousands_of_training_sentences_and_spoken_questions():
     assert len({u.text for u in full["train"]}) == 8000
     qa = full["train-qa"] + full["test-qa"]
     assert len(qa) > 200 and all(u.answer and u.text.endswith("?") for u in qa)
+    # Training questions are heard in several voices each, held-out ones once.
+    voices = collections.defaultdict(set)
+    for u in full["train-qa"]:
+        voices[u.text].add(u.voice)
+    assert {len(v) for v in voices.values()} == {CorpusConfig().voices_per_question}
+    assert len(full["test-qa"]) == len({u.text for u in full["test-qa"]})
     rec = full["test-qa"][0].record()
     assert rec["answer"] == full["test-qa"][0].answer and "question" not in rec
     stats = describe(full)

@@ -14,7 +14,7 @@ Splits (`SPLITS`), all disjoint in their sentences (compared after `normalize`):
   dev            held-out WordNet sentences, training voices (validation while training)
   test           held-out WordNet sentences, held-out voices (in-domain test)
   everyday       everyday sentences, held-out voices
-  train-qa       questions, training voices; records carry ``answer``
+  train-qa       questions, training voices (`voices_per_question` each); records carry ``answer``
   test-qa        held-out questions, held-out voices
 For the question splits the speech is the question itself: ``text`` is its transcript, ``answer``
 the expected reply, and there is no separate ``question`` field.
@@ -96,6 +96,7 @@ class CorpusConfig:
     everyday: int = 189
     qa_test_fraction: float = 0.25
     voices_per_sentence: int = 1
+    voices_per_question: int = 8  # train-qa: a few hundred questions, so each is heard in several voices
     vocab: int | None = 5000
     rate: tuple[int, int] = (140, 200)  # words per minute, uniform
     pitch: tuple[int, int] = (35, 65)  # eSpeak's 0-100 scale, uniform
@@ -104,14 +105,15 @@ class CorpusConfig:
     test_variants: tuple[str, ...] = TEST_VARIANTS
 
     def __post_init__(self):
-        for name in ("train", "dev", "test", "everyday", "voices_per_sentence"):
+        for name in ("train", "dev", "test", "everyday", "voices_per_sentence", "voices_per_question"):
             if getattr(self, name) < 0:
                 raise ValueError(f"tts corpus: {name}={getattr(self, name)} must not be negative")
         if not self.accents or not self.train_variants or not self.test_variants:
             raise ValueError("tts corpus: needs at least one accent, one training and one held-out variant")
-        if self.voices_per_sentence > len(self.accents) * len(self.train_variants):
-            raise ValueError(f"tts corpus: voices_per_sentence={self.voices_per_sentence} exceeds the "
-                             f"{len(self.accents) * len(self.train_variants)} training voices")
+        for name in ("voices_per_sentence", "voices_per_question"):
+            if getattr(self, name) > len(self.accents) * len(self.train_variants):
+                raise ValueError(f"tts corpus: {name}={getattr(self, name)} exceeds the "
+                                 f"{len(self.accents) * len(self.train_variants)} training voices")
         if set(self.train_variants) & set(self.test_variants):
             raise ValueError("tts corpus: a variant is both a training and a held-out test voice")
 
@@ -189,7 +191,7 @@ def plan(config: CorpusConfig = CorpusConfig()) -> dict[str, list[Utterance]]:
         "dev": speak("dev", dev, train_voices),
         "test": speak("test", test, test_voices),
         "everyday": speak("everyday", everyday, test_voices),
-        "train-qa": speak("train-qa", [r["question"] for r in qa_train], train_voices,
+        "train-qa": speak("train-qa", [r["question"] for r in qa_train], train_voices, config.voices_per_question,
                           answers=[r["answer"] for r in qa_train]),
         "test-qa": speak("test-qa", [r["question"] for r in qa_test], test_voices,
                          answers=[r["answer"] for r in qa_test]),

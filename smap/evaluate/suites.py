@@ -23,6 +23,7 @@ from pathlib import Path
 
 from smap.data.store import STORE_FILE
 from smap.evaluate.metrics import choice_label, labels_only
+from smap.prompts import SPOKEN_QUESTION
 
 # Metric names, in the order a split prefers them for its headline figure. `comet` and
 # `judged` are computed only when a COMET model or judges are given.
@@ -119,7 +120,7 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
         Split("tts", "test", "asr", ("wer",), prepare="tts --split test"),
         Split("tts", "everyday", "asr", ("wer",), optional=True, prepare="tts --split everyday"),
         Split("tts", "test-qa", "sqa", ("topline_answered", "answer_in_output", "exact_match", "judged"), optional=True,
-              prompt="Answer the question in the audio with one word.", prepare="tts --split test-qa"),
+              prompt=SPOKEN_QUESTION, prepare="tts --split test-qa"),
     )),
 )}
 
