@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from smap.prompts import SPOKEN_QUESTION
+
 app = typer.Typer(
     name="smap",
     help="Speech LLMs the SpeechMapper way: prepare features, pretrain a mapper without the LLM, "
@@ -192,7 +194,7 @@ def pretrain(
 @friendly
 def attach(
     mapper: Annotated[Path, typer.Option(help="Stage-1 mapper: its folder, or the `smap pretrain` run folder holding mapper/.")],
-    train: Annotated[list[Path], typer.Option("--train", help="Training feature store(s); repeat for several. --mode asr: stores with transcripts; --mode task: ST stores (translation, tgt_lang) or SQA stores (question, answer).")],
+    train: Annotated[list[Path], typer.Option("--train", help="Training feature store(s); repeat for several. --mode asr: stores with transcripts; --mode task: ST stores (translation, tgt_lang) or SQA stores (answer, and a text question; without one the speech is the question, as in tts/train-qa).")],
     mode: Annotated[str, typer.Option(help="'asr': ASR examples only (task-agnostic); 'task': the target task's examples with ASR batches mixed in (--asr-mix).")] = "asr",
     llm: Annotated[Optional[str], typer.Option(help="Frozen LLM: 'smollm2-135m' (embedded), a .gguf file, a checkpoint folder or a hub id. Default: the LLM the mapper was pretrained for; another one must share its embedding size and tokenizer.")] = None,
     out: Annotated[Path, typer.Option(help="Run folder, and the model folder for `smap infer --model` (smap_model.json + mapper/).")] = Path("runs/attach"),
@@ -255,7 +257,7 @@ def infer(
     layout: Annotated[str, typer.Option(help="With --mapper: 'instruction-first' or 'speech-first', where the instruction goes (a model folder records its own).")] = "instruction-first",
     store: Annotated[Optional[Path], typer.Option(help="Instead of audio files: a prepared feature store (from `smap prepare`).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="With --store: only the first N utterances.")] = None,
-    task: Annotated[str, typer.Option(help="'asr', 'st' (needs --tgt-lang or tgt_lang in the store), 'sqa' (needs --question or question in the store) or 'free' (needs --prompt).")] = "asr",
+    task: Annotated[str, typer.Option(help=f"'asr', 'st' (needs --tgt-lang or tgt_lang in the store), 'sqa' (needs --question or question in the store; a store record with neither is a spoken question, asked {SPOKEN_QUESTION!r}) or 'free' (needs --prompt).")] = "asr",
     tgt_lang: Annotated[Optional[str], typer.Option(help="ST target language, a code (de) or a name (German).")] = None,
     question: Annotated[Optional[str], typer.Option(help="SQA: the question, as text beside the spoken passage.")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="--task free: the instruction itself.")] = None,
