@@ -66,29 +66,27 @@ if [[ ! -f $WORK/pretrain/mapper/model.safetensors ]]; then
     --eval-every 250 --save-every 250 --time-budget "$S1_MIN" --resume
 fi
 
-step "3/4 attach asr (CE), then attach asr (CE + $MSE_WEIGHT x MSE) ($ATT_MIN min each)"
-for run in ce:0 ce-mse:$MSE_WEIGHT; do
-  name=${run%%:*} sigma=${run#*:}
+models=()  # the attached models, for the evaluation
+attach_run() {  # attach_run NAME MINUTES [options]: one attach run from the Stage-1 mapper, skipped once finished
+  local name=$1 min=$2; shift 2
   if [[ ! -f $WORK/attach-$name/smap_model.json ]]; then
     # bf16 halves the frozen LLM's cost on a CPU; the short system message shortens every prompt.
-    smap attach --mode asr --mapper "$WORK/pretrain" --train "$DATA/tts/train" --valid "$DATA/tts/dev" \
-      --out "$WORK/attach-$name" --mse-weight "$sigma" --system short --mixed-precision bf16 \
-      --steps 1000 --lr 5e-4 --warmup 20 --max-frames 2000 --eval-every 100 --save-every 100 --max-valid 64 \
-      --eval-at-start --time-budget "$ATT_MIN" --resume
+    smap attach --mapper "$WORK/pretrain" --valid "$DATA/tts/dev" --out "$WORK/attach-$name" --system short \
+      --mixed-precision bf16 --steps 1000 --lr 5e-4 --warmup 20 --max-frames 2000 --eval-every 100 --save-every 100 \
+      --max-valid 64 --eval-at-start --time-budget "$min" --resume "$@"
   fi
-done
-models=(--model "attach-ce=$WORK/attach-ce" --model "attach-ce-mse=$WORK/attach-ce-mse")
+  models+=(--model "attach-$name=$WORK/attach-$name")
+}
+
+step "3/4 attach asr (CE), then attach asr (CE + $MSE_WEIGHT x MSE) ($ATT_MIN min each)"
+attach_run ce "$ATT_MIN" --mode asr --train "$DATA/tts/train" --mse-weight 0
+attach_run ce-mse "$ATT_MIN" --mode asr --train "$DATA/tts/train" --mse-weight "$MSE_WEIGHT"
 if [[ $TASK_MIN -gt 0 ]]; then
   step "3b/4 attach task: spoken questions, half the batches ASR (CE + $MSE_WEIGHT x MSE) ($TASK_MIN min)"
   # The paper's task mode: the target task's data (here the training questions, answered in one word,
   # asked as tts/test-qa asks them) with whole ASR batches mixed in, so that transcription is not lost.
-  if [[ ! -f $WORK/attach-task/smap_model.json ]]; then
-    smap attach --mode task --mapper "$WORK/pretrain" --train "$DATA/tts/train-qa" --asr-train "$DATA/tts/train" \
-      --asr-mix 0.5 --valid "$DATA/tts/dev" --out "$WORK/attach-task" --mse-weight "$MSE_WEIGHT" --system short \
-      --mixed-precision bf16 --steps 1000 --lr 5e-4 --warmup 20 --max-frames 2000 --eval-every 100 --save-every 100 \
-      --max-valid 64 --eval-at-start --time-budget "$TASK_MIN" --resume
-  fi
-  models+=(--model "attach-task=$WORK/attach-task")
+  attach_run task "$TASK_MIN" --mode task --train "$DATA/tts/train-qa" --asr-train "$DATA/tts/train" --asr-mix 0.5 \
+    --mse-weight "$MSE_WEIGHT"
 fi
 
 step "4/4 evaluate: topline, cascade, Stage 1 only and the attached models"
