@@ -26,10 +26,13 @@ esac
 # Stage-1 learning rate and token cross-entropy weight, and the CE+MSE weight of attach: see README,
 # "The embedded replication, and what was tried".
 S1_LR=${S1_LR:-2e-3}
-S1_CE_WEIGHT=${S1_CE_WEIGHT:-0.002}
+S1_CE_WEIGHT=${S1_CE_WEIGHT:-0.02}
 # Stage-1 mapper: 'ctc' (one output vector per run of a CTC head's labels: README, what was tried) or
 # 'none' (the paper's fixed-ratio output).
 S1_COMPRESS=${S1_COMPRESS:-ctc}
+# With 'ctc': cut Stage 1's training utterances by the transcript's forced CTC alignment, one vector
+# per token (1), or by the head's greedy labels, as at inference (0).
+S1_ALIGN=${S1_ALIGN:-1}
 MSE_WEIGHT=${MSE_WEIGHT:-0.5}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER and
 # the topline's, but made the evaluation 3.2x as long (README): greedy by default, BEAMS=4 to try.
@@ -59,10 +62,12 @@ done
 step "2/4 pretrain: Stage 1 on the LLM's input embeddings, no LLM loaded ($S1_MIN min)"
 # --pool 2: Whisper's 50 Hz frames averaged in pairs; half the cost per step. --ce-weight: a token
 # cross-entropy beside the MSE, so that uncertain outputs pick a word. --compress ctc: about one output
-# vector per token, in order, so the words need not be moved to their places (see README, levers).
+# vector per token, in order, so the words need not be moved to their places; --ctc-align: in
+# training, exactly one per token, so a misread word does not shift the later targets (README, levers).
+align=(); [[ $S1_ALIGN == 1 ]] && align=(--ctc-align)
 if [[ ! -f $WORK/pretrain/mapper/model.safetensors ]]; then
   smap pretrain --train "$DATA/tts/train" --valid "$DATA/tts/dev" --llm smollm2-135m --out "$WORK/pretrain" \
-    --preset small --pool 2 --compress "$S1_COMPRESS" --ce-weight "$S1_CE_WEIGHT" --steps 100000 --lr "$S1_LR" --warmup 200 --max-frames 4000 \
+    --preset small --pool 2 --compress "$S1_COMPRESS" "${align[@]}" --ce-weight "$S1_CE_WEIGHT" --steps 100000 --lr "$S1_LR" --warmup 200 --max-frames 4000 \
     --eval-every 250 --save-every 250 --time-budget "$S1_MIN" --resume
 fi
 
@@ -91,7 +96,8 @@ fi
 
 step "4/4 evaluate: topline, cascade, Stage 1 only and the attached models"
 # --no-repeat-ngram 3, for every system: a weakly attached model can loop ("on the other hand on the other hand").
-smap evaluate --suite tts --data-root "$DATA" --out "$WORK/eval" --system transcript,cascade,smap --no-repeat-ngram 3 \
+# nearest: each mapper's vectors read without the LLM (rows NAME-nearest), what the LLM has to read.
+smap evaluate --suite tts --data-root "$DATA" --out "$WORK/eval" --system transcript,cascade,smap,nearest --no-repeat-ngram 3 \
   --num-beams "$BEAMS" \
   --asr whisper-tiny.en --asr-data-root "$WORK/asr-data" --mapper "stage1=$WORK/pretrain/mapper" \
   "${models[@]}" "${limit[@]}"

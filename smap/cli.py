@@ -155,6 +155,7 @@ def pretrain(
     pool: Annotated[int, typer.Option(min=1, help="Average-pool N input frames before the mapper (not in the paper): for a 50 Hz encoder such as Whisper, 2 halves the cost of Stage 1 and the speech vectors the LLM reads; `smap prepare` reports the utterances it would leave too short.")] = 1,
     compress: Annotated[str, typer.Option(help="Not in the paper. 'none': block 2 downsamples by 2 again, and the targets are left-packed into a fixed-ratio output. 'ctc': a CTC head on block 1 (over the training transcripts' token types) cuts its frames into runs of one label, each run averaged into one vector, so the output has about one vector per token, in order; block 2 keeps the length. The output length then depends on the speech (README).")] = "none",
     ctc_weight: Annotated[float, typer.Option(min=0.0, help="--compress ctc: weight of the CTC loss, in Stage 1 and whenever the mapper trains in attach.")] = 0.05,
+    ctc_align: Annotated[bool, typer.Option("--ctc-align", help="--compress ctc: in training, cut block 1's frames by the forced CTC alignment of the transcript (Viterbi) instead of the greedy labels, so that output k is trained towards token k and a misread word does not shift every later target. Inference cuts by the greedy labels either way.")] = False,
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 10000,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 1e-3,
     warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps before the cosine decay (paper: 100K of its run).")] = 500,
@@ -182,7 +183,7 @@ def pretrain(
 
     cfg = PretrainConfig(
         train=[str(p) for p in train], valid=[str(p) for p in valid or []], llm=llm, out=str(out),
-        preset=preset, layers=layers, dropout=dropout, pool=pool, compress=compress, ctc_weight=ctc_weight, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
+        preset=preset, layers=layers, dropout=dropout, pool=pool, compress=compress, ctc_weight=ctc_weight, ctc_align=ctc_align, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
         max_frames=max_frames, grad_accum=grad_accum, clip=clip, alpha=alpha, ce_weight=ce_weight,
         mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
         keep=keep, resume=resume, time_budget=time_budget, workers=workers,
@@ -293,7 +294,7 @@ def infer(
 @friendly
 def evaluate(
     suite: Annotated[str, typer.Option(help="Comma list of suites, or suite/split: europarl (en-fr, en-de, en-es, en-it), covost2 (en-de, en-zh, en-it), librisqa (part1, part2), librispeech (test-clean, test-other), fleurs (en), spokensquad (test), tts (test, everyday, test-qa: the embedded default's synthetic speech). E.g. 'europarl,covost2,librisqa' or 'librispeech/test-clean'.", show_default=False)],
-    system: Annotated[str, typer.Option(help="Comma list of systems: 'smap' (the speech LLM: --model or --mapper), 'transcript' (the gold transcript given to the same LLM as text: topline), 'cascade' (an ASR's transcript given to the LLM: --asr).")] = "smap",
+    system: Annotated[str, typer.Option(help="Comma list of systems: 'smap' (the speech LLM: --model or --mapper), 'nearest' (each --model / --mapper's speech vectors read without the LLM, as their nearest token embeddings: what Stage 1 alone transcribes; rows NAME-nearest), 'transcript' (the gold transcript given to the same LLM as text: topline), 'cascade' (an ASR's transcript given to the LLM: --asr).")] = "smap",
     model: Annotated[Optional[list[str]], typer.Option("--model", help="Model folder from `smap attach`; its LLM also serves transcript and cascade. Repeat as NAME=DIR to compare several speech models in one table.")] = None,
     mapper: Annotated[Optional[list[str]], typer.Option("--mapper", help="A Stage-1 mapper folder (or pretrain run folder), evaluated zero-shot with --llm. Repeatable, NAME=DIR, like --model.")] = None,
     llm: Annotated[Optional[str], typer.Option(help="LLM spec ('smollm2-135m', a .gguf, a folder, a hub id): for --mapper (default: the one it was pretrained for), and for transcript/cascade without --model.")] = None,

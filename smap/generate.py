@@ -12,6 +12,8 @@ Generating (each returns rows ``{"id", "task", "prompt", "output"}`` in input or
   * ``generate_audio(model, paths, requests)``: audio files, encoded on the fly with the model's
     encoder (`smap.encoders.load_encoder`); every file is read before any is processed, so an
     unreadable one fails the call before work is done;
+  * ``nearest_store(model, store)``: no LLM at all: each speech vector read as its nearest token
+    embedding, the transcript Stage 1 alone gives;
   * ``generate_text(lm, ids, texts, requests)``: the text-only path. The text's token embeddings
     take the place of the speech vectors in exactly the same prompt (same template, system
     message, instruction and placement), so the only difference from the speech LLM is the
@@ -92,6 +94,18 @@ def _rows(ids, requests, instructions, outputs) -> list[dict]:
             for i, r, p, o in zip(ids, requests, instructions, outputs)]
 
 
+def _speech_batches(model: SpeechLLM, features: Sequence[torch.Tensor], max_frames: int):
+    """(indices, speech vectors) per batch of features of similar length under a frames budget;
+    features each (frames, dim), vectors each (n, llm_dim)."""
+    device = model.lm.device
+    for chunk in BucketBatchSampler([len(f) for f in features], max_frames, shuffle=False):
+        lengths = torch.tensor([len(features[i]) for i in chunk], device=device)
+        padded = torch.zeros(len(chunk), int(lengths.max()), features[chunk[0]].shape[1], device=device)
+        for b, i in enumerate(chunk):
+            padded[b, : lengths[b]] = features[i].to(device, torch.float32)
+        yield chunk, model.speech_contents(padded, lengths)[0]
+
+
 @torch.no_grad()
 def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[torch.Tensor],
                       requests: Sequence[Request], max_frames: int = 4000, decoding: Decoding = Decoding()) -> list[dict]:
@@ -99,18 +113,29 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
     frames budget; rows back in input order."""
     instructions = [r.instruction() for r in requests]  # fails on a bad request before any work
     outputs: list[str | None] = [None] * len(ids)
-    device = model.lm.device
-    for chunk in BucketBatchSampler([len(f) for f in features], max_frames, shuffle=False):
-        lengths = torch.tensor([len(features[i]) for i in chunk], device=device)
-        padded = torch.zeros(len(chunk), int(lengths.max()), features[chunk[0]].shape[1], device=device)
-        for b, i in enumerate(chunk):
-            padded[b, : lengths[b]] = features[i].to(device, torch.float32)
-        contents, _ = model.speech_contents(padded, lengths)
+    for chunk, contents in _speech_batches(model, features, max_frames):
         prompts = [model.lm.prompt_ids(instructions[i]) for i in chunk]
         capped = _cap([requests[i] for i in chunk], contents, decoding)
         for i, text in zip(chunk, model.lm.generate(contents, prompts, capped)):
             outputs[i] = text
     return _rows(list(ids), requests, instructions, outputs)
+
+
+@torch.no_grad()
+def nearest_store(model: SpeechLLM, store: FeatureStore, limit: int | None = None, max_frames: int = 4000) -> list[str]:
+    """The speech vectors read without the LLM: each decoded to its cosine-nearest token embedding,
+    up to the first pad (Stage 1's intrinsic transcript, `smap.pretrain.nearest_tokens`), for the
+    first `limit` utterances of a store, in store order."""
+    from smap.pretrain import nearest_tokens
+
+    table = model.lm.llm.get_input_embeddings().weight.float()
+    unit, pad = torch.nn.functional.normalize(table, dim=-1), model.mapper.config.extra.get("pad_id", model.lm.pad_id)
+    features = [store.features(i) for i in range(len(store.records[:limit]))]
+    outputs: list[str | None] = [None] * len(features)
+    for chunk, contents in _speech_batches(model, features, max_frames):
+        for i, c in zip(chunk, contents):
+            outputs[i] = model.lm.tokenizer.decode(nearest_tokens(c, len(c), unit, pad), skip_special_tokens=True)
+    return outputs
 
 
 @torch.no_grad()

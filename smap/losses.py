@@ -92,6 +92,49 @@ def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: list[torch.Te
                       torch.tensor([len(targets[b]) for b in rows], device=logits.device), zero_infinity=True)
 
 
+@torch.no_grad()
+def ctc_align(logits: torch.Tensor, lengths: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+    """The most likely CTC path of each row's target (Viterbi): logits (batch, frames, labels) with 0
+    the blank, lengths (batch,), targets one (n,) label tensor per row -> (batch, frames) labels, one
+    per frame (0: blank), whose runs read as the target: token k's frames hold its label, and two
+    equal labels in a row are parted by a blank. A row with no target, or one its frames cannot
+    hold, keeps its greedy labels."""
+    batch, frames, _ = logits.shape
+    greedy = logits.argmax(-1)
+    n = torch.tensor([len(t) for t in targets], device=logits.device)
+    if not batch or int(n.max()) == 0:
+        return greedy
+    states = 2 * int(n.max()) + 1  # blank, t1, blank, t2, ..., blank
+    ext = torch.zeros(batch, states, dtype=torch.long, device=logits.device)
+    for b, t in enumerate(targets):
+        ext[b, 1 : 2 * len(t) : 2] = t.to(logits.device)
+    real = torch.arange(states, device=logits.device)[None] < (2 * n + 1)[:, None]
+    # A label may skip the blank before it unless it repeats the label two states back.
+    skip = (ext > 0) & (ext != F.pad(ext[:, :-2], (2, 0), value=-1))
+    log_probs = F.log_softmax(logits.float(), -1)
+    neg = torch.tensor(float("-inf"), device=logits.device)
+    score = torch.full((batch, states), float("-inf"), device=logits.device)
+    score[:, :2] = log_probs[:, 0].gather(1, ext[:, :2])
+    score = torch.where(real, score, neg)
+    back = torch.zeros(frames, batch, states, dtype=torch.uint8, device=logits.device)  # 0, 1 or 2 states back
+    for t in range(1, frames):
+        moves = torch.stack([score, F.pad(score[:, :-1], (1, 0), value=float("-inf")),
+                             torch.where(skip, F.pad(score[:, :-2], (2, 0), value=float("-inf")), neg)])
+        best, move = moves.max(0)
+        step = torch.where(real, best + log_probs[:, t].gather(1, ext), neg)
+        live = (t < lengths)[:, None]  # past its end a row stands still
+        score, back[t] = torch.where(live, step, score), torch.where(live, move, 0)
+    last = (2 * n).clamp_max(states - 1)
+    ends = torch.stack([score.gather(1, last[:, None])[:, 0], score.gather(1, (last - 1).clamp_min(0)[:, None])[:, 0]])
+    s = last - ends.argmax(0)
+    path = torch.zeros(batch, frames, dtype=torch.long, device=logits.device)
+    for t in range(frames - 1, -1, -1):
+        path[:, t] = ext.gather(1, s[:, None])[:, 0]
+        s = s - back[t].gather(1, s[:, None])[:, 0].long()
+    ok = (n > 0) & torch.isfinite(ends.max(0).values)
+    return torch.where(ok[:, None], path, greedy)
+
+
 def response_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Token-level cross-entropy; logits (n, vocab) or (batch, seq, vocab), labels matching,
     already aligned (logit i predicts label i); `ignore_index` marks non-response positions."""

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from smap.losses import ctc_loss
+from smap.losses import ctc_align, ctc_loss
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -230,11 +230,12 @@ class SpeechMapper(nn.Module):
             self.register_buffer("ctc_tokens", torch.zeros(config.ctc_labels, dtype=torch.long))
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor,
-                tokens: list[torch.Tensor] | None = None) -> MapperOutput:
+                tokens: list[torch.Tensor] | None = None, align: bool = False) -> MapperOutput:
         """features (batch, frames, input_dim), lengths (batch,) -> embeddings (batch, frames',
         output_dim), lengths (batch,) and, for compress="ctc" given `tokens` (each row's transcript
         ids; empty: none), the CTC loss. frames' = frames // (4 * pool), or for compress="ctc"
-        the number of runs of block 1's CTC labels."""
+        the number of runs of block 1's CTC labels: its greedy labels, or with `align` (and
+        `tokens`) the forced alignment of the tokens, so that run k holds token k."""
         if features.shape[-1] != self.config.input_dim:
             raise ValueError(f"features have dim {features.shape[-1]}, the mapper expects {self.config.input_dim}")
         if self.config.pool > 1:
@@ -243,10 +244,12 @@ class SpeechMapper(nn.Module):
         loss = None
         if self.config.compress == "ctc":
             logits = self.ctc_head(x)
+            cut = None
             if tokens is not None:  # one lookup for the batch, not one per row (the step is hot)
-                labels = self.ctc_targets(torch.cat(tokens)).split([len(t) for t in tokens])
-                loss = ctc_loss(logits, lengths, list(labels))
-            x, lengths = segment_means(x, logits.argmax(-1), lengths)
+                labels = list(self.ctc_targets(torch.cat(tokens)).split([len(t) for t in tokens]))
+                loss = ctc_loss(logits, lengths, labels)
+                cut = ctc_align(logits, lengths, labels) if align else None
+            x, lengths = segment_means(x, logits.argmax(-1) if cut is None else cut, lengths)
         x, lengths = self.block2(x, lengths)
         return MapperOutput(self.proj(x), lengths, loss)
 

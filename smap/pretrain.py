@@ -1,7 +1,8 @@
 """Stage 1: pretrain a SpeechMapper on the LLM's input embeddings, without the LLM.
 
 For each utterance the mapper turns SFM features (frames, input_dim) into (frames // 4, llm_dim)
-vectors (with `compress="ctc"`, one per run of its CTC head's labels); the target is the LLM's
+vectors (with `compress="ctc"`, one per run of its CTC head's labels; with `ctc_align`, in training, one
+per transcript token, cut by the forced CTC alignment of the transcript); the target is the LLM's
 input embedding of each normalised transcript token, then the pad-token embedding up to the output
 length (`smap.losses.pad_targets`), and the loss is the pad-weighted MSE
 (`smap.losses.weighted_mse`), plus the CTC head's loss at `ctc_weight` for a CTC-compressed
@@ -48,6 +49,7 @@ class PretrainConfig(LoopConfig):
     pool: int = 1  # input frames averaged before the mapper (MapperConfig.pool)
     compress: str = "none"  # "ctc": merge block 1's frames by CTC labels (MapperConfig.compress)
     ctc_weight: float = 0.05  # compress="ctc": weight of the CTC loss (MapperConfig.ctc_weight)
+    ctc_align: bool = False  # compress="ctc": cut by the transcript's forced CTC alignment while training
     max_frames: int = 12000
     alpha: float = 5.0
     ce_weight: float = 0.0  # + ce_weight x `cosine_token_ce` (not in the paper)
@@ -86,15 +88,16 @@ class Stage1:
     """
 
     def __init__(self, emb: LLMEmbeddings, alpha: float, device: torch.device, ce_weight: float = 0.0,
-                 ce_vocab: torch.Tensor | None = None, ctc_weight: float = 0.0):
+                 ce_vocab: torch.Tensor | None = None, ctc_weight: float = 0.0, ctc_align: bool = False):
         self.emb, self.alpha, self.ce_weight, self.ctc_weight = emb, alpha, ce_weight, ctc_weight
+        self.ctc_align = ctc_align
         self.weight = emb.weight.to(device)
         self.unit = F.normalize(self.weight, dim=-1)  # cosine decoding and the token CE, once
         self.ce_vocab = None if ce_vocab is None else ce_vocab.sort().values.to(device)
         self.ce_unit = self.unit if ce_vocab is None else self.unit[self.ce_vocab]
 
     def loss(self, model: SpeechMapper, batch: Batch) -> tuple[torch.Tensor, dict]:
-        pred, out_len, ctc = model(batch.features, batch.lengths, batch.tokens)
+        pred, out_len, ctc = model(batch.features, batch.lengths, batch.tokens, align=self.ctc_align)
         tg = pad_targets(batch.tokens, out_len, self.weight, self.emb.pad_id, self.alpha)
         mse = weighted_mse(pred, tg.target.to(pred.dtype), tg.weight)
         loss, logs = mse, {"cut": tg.n_cut}
@@ -189,17 +192,19 @@ def pretrain(cfg: PretrainConfig) -> Path:
     sampler = BucketBatchSampler(train.lengths, cfg.max_frames, seed=cfg.seed)
     loader = training_loader(train, sampler, cfg.workers)
     ce_vocab = train_types if cfg.ce_weight else None
-    objective = Stage1(emb, cfg.alpha, acc.device, cfg.ce_weight, ce_vocab, model.config.ctc_weight)
+    align = cfg.ctc_align and cfg.compress == "ctc"
+    objective = Stage1(emb, cfg.alpha, acc.device, cfg.ce_weight, ce_vocab, model.config.ctc_weight, align)
     if cfg.compress == "ctc":
         console.print(f"CTC compression: block 1's frames merged by the labels of a CTC head (weight {cfg.ctc_weight}) "
-                      f"over the {len(train_types)} token types of the training transcripts")
+                      f"over the {len(train_types)} token types of the training transcripts; in training, "
+                      + ("cut by the transcript's forced alignment" if align else "cut by its greedy labels"))
     if ce_vocab is not None:
         console.print(f"token cross-entropy (weight {cfg.ce_weight}) over the {len(ce_vocab)} token types "
                       "of the training transcripts")
     evaluate = (lambda m: objective.validate(m, valid, cfg.max_frames, cfg.max_valid)) if valid else None
     result = fit(acc, cfg, model, sampler, loader, objective.loss, evaluate, run_name="pretrain",
                  hparams={"preset": cfg.preset, "alpha": cfg.alpha, "ce_weight": cfg.ce_weight, "llm": cfg.llm,
-                          "compress": cfg.compress})
+                          "compress": cfg.compress, "ctc_align": align})
 
     target = out / MAPPER_DIR
     if acc.is_main_process:

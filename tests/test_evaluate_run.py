@@ -243,6 +243,7 @@ def test_help_teaches_every_option_and_names_every_suite():
     (["--suite", "nope"], "error: --suite: unknown suite 'nope'"),
     (["--suite", "tts", "--system", "smap"], "error: --system smap needs --model DIR"),
     (["--suite", "tts", "--system", "cascade", "--llm", "x"], "error: --system cascade needs --asr SPEC"),
+    (["--suite", "tts", "--system", "nearest"], "error: --system nearest needs --model DIR"),
     (["--suite", "tts", "--system", "oracle"], "error: --system: unknown oracle"),
 ])
 def test_bad_options_are_one_line_and_exit_2(tmp_path, args, message):
@@ -301,6 +302,28 @@ def test_several_named_speech_models_are_rows_of_one_table(root, tiny_model, tin
     data = json.loads((out / "results.json").read_text())
     assert [r["system"] for r in data["results"]] == ["transcript", "attach", "stage1"]
     assert data["systems"]["stage1"]["mapper"] == str(tiny_model / "mapper")
+
+
+def test_nearest_reads_each_speech_vector_as_its_closest_token_with_no_llm(tmp_path, tiny_model):
+    """A model whose vectors are its transcripts' token embeddings (scaled: cosine, not distance,
+    decides) is read back word for word, each utterance in its place, without generating."""
+    from smap.evaluate.systems import build
+
+    texts = ["we see them now", "it was", "one two", "we see"]  # in the tiny tokenizer's vocabulary
+    store = FeatureStore(write_store(tmp_path / "data" / "tts" / "test", texts))
+    (system,) = build(["nearest"], models=[f"attach={tiny_model}"])
+    model = system.speech.model
+    table = model.lm.llm.get_input_embeddings().weight.detach()
+    ids = {float(store.features(i)[0, 0]): model.lm.tokenizer(r["text"], add_special_tokens=False)["input_ids"]
+           for i, r in enumerate(store.records)}
+    model.speech_contents = lambda padded, lengths: ([1.5 * table[ids[float(f[0, 0])]] for f in padded], None)
+    model.lm.generate = None  # the LLM is not run
+    res = run.evaluate(select("tts/test"), [system], tmp_path / "data", tmp_path / "out", log=quiet)
+    (entry,) = res.entries
+    assert entry.system == "attach-nearest" and entry.scores["wer"] == 0.0, res.problems
+    said = [json.loads(x)["output"] for x in (tmp_path / "out" / "outputs" / "tts" / "test" / "attach-nearest.jsonl")
+            .read_text().splitlines()]
+    assert [s.strip() for s in said] == texts
 
 
 def test_two_unnamed_speech_models_with_one_folder_name_are_refused():

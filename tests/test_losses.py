@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from smap.losses import cosine_token_ce, ctc_loss, pad_targets, response_ce, weighted_mse
+from smap.losses import cosine_token_ce, ctc_align, ctc_loss, pad_targets, response_ce, weighted_mse
 
 
 def test_pad_targets_and_weighted_mse_match_a_hand_computation():
@@ -78,3 +78,33 @@ def test_ctc_loss_skips_rows_without_a_target_and_zeroes_impossible_ones():
     # four labels with a repeat need five frames: two frames cannot hold them, and count zero, not infinity
     assert float(ctc_loss(logits[2:], lengths[2:], [torch.tensor([1, 1, 2, 3])])) == 0.0
     assert float(ctc_loss(logits, lengths, [torch.tensor([], dtype=torch.long)] * 3)) == 0.0
+
+
+def _collapse(path):
+    """A CTC path read as labels: repeats merged, blanks dropped."""
+    return [int(p) for j, p in enumerate(path) if p and (j == 0 or p != path[j - 1])]
+
+
+def test_ctc_align_finds_torchaudios_best_path_and_reads_as_the_target():
+    import torchaudio.functional as TF
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        logits = 3 * torch.randn(3, 20, 6, generator=g)
+        lengths = torch.tensor([20, 14, 9])
+        targets = [torch.tensor([2, 2, 5]), torch.tensor([1, 3, 1, 4]), torch.tensor([5])]
+        path = ctc_align(logits, lengths, targets)
+        for b in range(3):
+            n = int(lengths[b])
+            log_probs = logits[b : b + 1, :n].log_softmax(-1)
+            best, _ = TF.forced_align(log_probs, targets[b][None], blank=0)
+            score = log_probs[0, torch.arange(n), path[b, :n]].sum()
+            torch.testing.assert_close(score, log_probs[0, torch.arange(n), best[0]].sum())
+            assert _collapse(path[b, :n].tolist()) == targets[b].tolist()  # the repeat 2, 2 parted by a blank
+
+
+def test_ctc_align_keeps_greedy_labels_where_no_alignment_exists():
+    logits = torch.randn(2, 4, 6)
+    # row 0: no target; row 1: 1, 1, 1 needs 5 frames (blanks between the repeats), it has 4
+    path = ctc_align(logits, torch.tensor([4, 4]), [torch.tensor([], dtype=torch.long), torch.tensor([1, 1, 1])])
+    assert torch.equal(path, logits.argmax(-1))

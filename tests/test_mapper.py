@@ -134,6 +134,18 @@ def test_ctc_loss_trains_the_head_until_there_is_one_vector_per_token():
     torch.testing.assert_close(alone, with_empty)
 
 
+def test_aligned_cut_gives_one_vector_per_transcript_token_whatever_the_head_says():
+    model = _ctc_mapper().eval()  # untrained: its greedy runs have nothing to do with the tokens
+    x, lengths = torch.randn(3, 40, 16), torch.tensor([40, 23, 9])
+    tokens = [torch.tensor([10, 20, 20, 99, 40]), torch.tensor([30, 30]), torch.tensor([], dtype=torch.long)]
+    out, n, _ = model(x, lengths, tokens, align=True)
+    _, greedy_n, _ = model(x, lengths)
+    assert n[:2].tolist() == [5, 2] and n[2] == greedy_n[2]  # no transcript: the greedy cut
+    # the aligned rows are the same vectors when the row is alone in its batch
+    alone, n_alone, _ = model(x[1:2, :23], lengths[1:2], tokens[1:2], align=True)
+    torch.testing.assert_close(out[1, :2], alone[0, : int(n_alone[0])], atol=1e-5, rtol=1e-5)
+
+
 def test_ctc_mapper_save_and_reload_keep_its_token_labels(tmp_path):
     model = _ctc_mapper().eval()
     model.save_pretrained(tmp_path / "m")

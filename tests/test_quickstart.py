@@ -22,6 +22,7 @@ def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_pa
     report = json.loads((work / "data" / "tts" / "train" / "prepare_report.json").read_text())
     assert report["stored"] == 200 and report["finished"]
     assert (work / "pretrain" / "mapper" / "model.safetensors").is_file()
+    assert json.loads((work / "pretrain" / "pretrain_report.json").read_text())["config"]["ctc_align"]
     for name in ("ce", "ce-mse"):
         attach = json.loads((work / f"attach-{name}" / "attach_report.json").read_text())
         # The starting point is the Stage-1 mapper itself: attaching must beat Stage 1 only.
@@ -33,7 +34,7 @@ def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_pa
     assert task["provenance"]["mode"] == "task" and task["provenance"]["asr_mix"] == 0.5
     results = json.loads((work / "eval" / "results.json").read_text())
     rows = {(r["split"], r["system"]) for r in results["results"]}
-    systems = ("transcript", "cascade", "stage1", "attach-ce", "attach-ce-mse", "attach-task")
+    systems = ("transcript", "cascade", "stage1", "stage1-nearest", "attach-ce", "attach-ce-mse", "attach-task")
     assert {(split, s) for split in ("test", "everyday", "test-qa") for s in systems} <= rows
     table = (work / "eval" / "results.md").read_text()
     assert all(s in table for s in systems)

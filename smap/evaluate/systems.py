@@ -4,6 +4,9 @@
   LLM) on the store's features;
 - ``transcript``: the same frozen LLM with the gold transcript's token embeddings where the
   speech would be, in the same prompt (the paper's topline);
+- ``nearest``: each speech model's vectors read without the LLM, every vector decoded to its
+  cosine-nearest token embedding (`smap.generate.nearest_store`): what Stage 1 alone transcribes,
+  whatever the split asks, so the table shows how much of it the LLM then reads;
 - ``cascade``: the same, with an ASR system's transcript instead. The ASR (``--asr``) is either
   a smap model folder doing ASR on the same features, or a CTranslate2 Whisper (the embedded
   ``whisper-tiny.en``, ``ct2:DIR``) decoding its own encoder's features: the same split under
@@ -22,7 +25,7 @@ from smap.data.store import FeatureStore
 from smap.evaluate.suites import Split
 from smap.speech_llm import Decoding
 
-SYSTEMS = ("smap", "transcript", "cascade")
+SYSTEMS = ("smap", "nearest", "transcript", "cascade")
 
 
 class SystemSpecError(ValueError):
@@ -59,16 +62,37 @@ class SpeechSystem:
         return {**self.source, "llm": s.llm, "encoder": s.encoder, "system_prompt": s.system, "layout": s.layout,
                 "provenance": s.provenance, "inference": asdict(self.inference)}
 
-    def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
-        from smap.generate import generate_store
-
+    def check(self, store: FeatureStore) -> None:
         wanted = self.model.settings.encoder
         if wanted and store.encoder != wanted:
             raise ValueError(f"{store.root} holds {store.encoder} features but the model reads {wanted}; "
                              f"prepare this split with --encoder {wanted}")
+
+    def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
+        from smap.generate import generate_store
+
+        self.check(store)
         rows = generate_store(self.model, store, _requests(split, store.records[:limit]), limit=limit,
                               max_frames=self.inference.max_frames, decoding=self.inference.decoding)
         return [r["output"] for r in rows]
+
+
+class NearestSystem:
+    """A speech model's vectors with no LLM: each read as its nearest token embedding."""
+
+    def __init__(self, speech: SpeechSystem):
+        self.speech, self.name = speech, f"{speech.name}-nearest"
+
+    def describe(self) -> dict:
+        s = self.speech.model.settings
+        return {**self.speech.source, "llm": s.llm, "encoder": s.encoder, "provenance": s.provenance,
+                "input": "the nearest token embedding of each speech vector, no LLM"}
+
+    def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
+        from smap.generate import nearest_store
+
+        self.speech.check(store)
+        return nearest_store(self.speech.model, store, limit, self.speech.inference.max_frames)
 
 
 Transcriber = Callable[[Split, FeatureStore, "int | None"], list[str]]  # split, store, limit -> transcripts
@@ -222,8 +246,9 @@ def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm
     if unknown or not names:
         raise SystemSpecError(f"--system: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(SYSTEMS)}")
     specs = speech_specs(list(models), list(mappers))
-    if "smap" in names and not specs:
-        raise SystemSpecError("--system smap needs --model DIR (from `smap attach`) or --mapper DIR (Stage 1)")
+    for name in ("smap", "nearest"):
+        if name in names and not specs:
+            raise SystemSpecError(f"--system {name} needs --model DIR (from `smap attach`) or --mapper DIR (Stage 1)")
     if "cascade" in names and not asr:
         raise SystemSpecError("--system cascade needs --asr SPEC (a smap model folder, whisper-tiny.en or ct2:DIR)")
     from smap.generate import load_model, load_text_lm
@@ -232,8 +257,8 @@ def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm
               for name, kind, path in specs]
     systems: list = []
     for name in names:
-        if name == "smap":
-            systems += speech
+        if name in ("smap", "nearest"):
+            systems += speech if name == "smap" else [NearestSystem(s) for s in speech]
             continue
         if speech:
             lm, llm_spec = speech[0].model.lm, speech[0].model.settings.llm
