@@ -94,6 +94,13 @@ def _rows(ids, requests, instructions, outputs) -> list[dict]:
             for i, r, p, o in zip(ids, requests, instructions, outputs)]
 
 
+def _readable(model: SpeechLLM, store: FeatureStore | str | Path) -> FeatureStore:
+    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    if store.dim != model.mapper.config.input_dim:
+        raise ValueError(f"{store.root}: features of dim {store.dim}, the mapper takes {model.mapper.config.input_dim}")
+    return store
+
+
 def _speech_batches(model: SpeechLLM, features: Sequence[torch.Tensor], max_frames: int):
     """(indices, speech vectors) per batch of features of similar length under a frames budget;
     features each (frames, dim), vectors each (n, llm_dim)."""
@@ -122,12 +129,13 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
 
 
 @torch.no_grad()
-def nearest_store(model: SpeechLLM, store: FeatureStore, limit: int | None = None, max_frames: int = 4000) -> list[str]:
+def nearest_store(model: SpeechLLM, store: FeatureStore | str | Path, limit: int | None = None, max_frames: int = 4000) -> list[str]:
     """The speech vectors read without the LLM: each decoded to its cosine-nearest token embedding,
     up to the first pad (Stage 1's intrinsic transcript, `smap.pretrain.nearest_tokens`), for the
     first `limit` utterances of a store, in store order."""
     from smap.pretrain import nearest_tokens
 
+    store = _readable(model, store)
     table = model.lm.llm.get_input_embeddings().weight.float()
     unit, pad = torch.nn.functional.normalize(table, dim=-1), model.mapper.config.extra.get("pad_id", model.lm.pad_id)
     features = [store.features(i) for i in range(len(store.records[:limit]))]
@@ -144,9 +152,7 @@ def generate_store(model: SpeechLLM, store: FeatureStore | str | Path, requests:
                    prompt: str | None = None, limit: int | None = None, max_frames: int = 4000,
                    decoding: Decoding = Decoding()) -> list[dict]:
     """Outputs for the first `limit` utterances of a feature store, in store order."""
-    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
-    if store.dim != model.mapper.config.input_dim:
-        raise ValueError(f"{store.root}: features of dim {store.dim}, the mapper takes {model.mapper.config.input_dim}")
+    store = _readable(model, store)
     records = store.records[:limit]
     requests = list(requests) if requests is not None else [request_for(r, task, tgt_lang, question, prompt) for r in records]
     features = [store.features(i) for i in range(len(records))]

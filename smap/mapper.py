@@ -17,7 +17,9 @@ labels cut block 1's frames into runs of one non-blank label, each run is averag
 and blank frames are dropped (`segment_means`), and block 2 (convolution with stride 1) maps those
 vectors. The output then has about one vector per token, in the tokens' order, so position j
 already holds token j's sound, where the strided mapper must learn to move each word to its
-left-packed place. Its length depends on the speech, not only on the frame count.
+left-packed place. Its length depends on the speech, not only on the frame count. In Stage 1,
+`forward(..., align=True)` cuts instead by the forced alignment of the transcript
+(`smap.losses.ctc_align`): one run per token, so that vector k is trained towards token k.
 
 Padding follows the downsampling exactly: a sequence of length L leaves the pooling with
 L // pool frames (a last partial window is dropped), block 1 with half that and block 2 with a
