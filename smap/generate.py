@@ -137,7 +137,7 @@ def nearest_store(model: SpeechLLM, store: FeatureStore | str | Path, limit: int
 
     store = _readable(model, store)
     table = model.lm.llm.get_input_embeddings().weight.float()
-    unit, pad = torch.nn.functional.normalize(table, dim=-1), model.mapper.config.extra.get("pad_id", model.lm.pad_id)
+    unit, pad = torch.nn.functional.normalize(table, dim=-1), model.target_pad_id
     features = [store.features(i) for i in range(len(store.records[:limit]))]
     outputs: list[str | None] = [None] * len(features)
     for chunk, contents in _speech_batches(model, features, max_frames):

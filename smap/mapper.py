@@ -246,12 +246,13 @@ class SpeechMapper(nn.Module):
         loss = None
         if self.config.compress == "ctc":
             logits = self.ctc_head(x)
-            cut = None
+            cut = logits.argmax(-1)
             if tokens is not None:  # one lookup for the batch, not one per row (the step is hot)
                 labels = list(self.ctc_targets(torch.cat(tokens)).split([len(t) for t in tokens]))
                 loss = ctc_loss(logits, lengths, labels)
-                cut = ctc_align(logits, lengths, labels) if align else None
-            x, lengths = segment_means(x, logits.argmax(-1) if cut is None else cut, lengths)
+                if align:  # rows without a feasible alignment keep the greedy labels
+                    cut = ctc_align(logits, lengths, labels)
+            x, lengths = segment_means(x, cut, lengths)
         x, lengths = self.block2(x, lengths)
         return MapperOutput(self.proj(x), lengths, loss)
 

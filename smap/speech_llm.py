@@ -256,6 +256,11 @@ class SpeechLLM(nn.Module):
         check_compatible(mapper, lm.llm, lm.tokenizer, settings.llm)
         self.mapper, self.lm, self.settings = mapper, lm, settings
 
+    @property
+    def target_pad_id(self) -> int:
+        """The token whose embedding pads Stage 1's targets: the one the mapper was pretrained with."""
+        return self.mapper.config.extra.get("pad_id", self.lm.pad_id)
+
     def speech_contents(self, features: torch.Tensor, lengths: torch.Tensor,
                         tokens: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], MapperOutput]:
         """features (batch, frames, dim) -> per-example (n_b, llm_dim) vectors, and the mapper's
@@ -285,8 +290,7 @@ class SpeechLLM(nn.Module):
             rows = [b for b, t in enumerate(mse_tokens) if len(t)]
             if rows:
                 table = self.lm.llm.get_input_embeddings().weight
-                tg = pad_targets([mse_tokens[b] for b in rows], out_len[rows], table,
-                                 self.mapper.config.extra.get("pad_id", self.lm.pad_id), alpha)
+                tg = pad_targets([mse_tokens[b] for b in rows], out_len[rows], table, self.target_pad_id, alpha)
                 mse = weighted_mse(emb[rows], tg.target, tg.weight)
                 loss = loss + mse_weight * mse
                 logs["mse"] = float(mse.detach())

@@ -84,9 +84,9 @@ class NearestSystem:
         self.speech, self.name = speech, f"{speech.name}-nearest"
 
     def describe(self) -> dict:
-        s = self.speech.model.settings
-        return {**self.speech.source, "llm": s.llm, "encoder": s.encoder, "provenance": s.provenance,
-                "input": "the nearest token embedding of each speech vector, no LLM"}
+        # the speech system's record, less what only decoding through the LLM uses
+        d = {k: v for k, v in self.speech.describe().items() if k not in ("system_prompt", "layout", "inference")}
+        return {**d, "input": "the nearest token embedding of each speech vector, no LLM"}
 
     def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
         from smap.generate import nearest_store
