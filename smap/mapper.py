@@ -246,12 +246,12 @@ class SpeechMapper(nn.Module):
         loss = None
         if self.config.compress == "ctc":
             logits = self.ctc_head(x)
-            cut = logits.argmax(-1)
+            labels = None
             if tokens is not None:  # one lookup for the batch, not one per row (the step is hot)
                 labels = list(self.ctc_targets(torch.cat(tokens)).split([len(t) for t in tokens]))
                 loss = ctc_loss(logits, lengths, labels)
-                if align:  # rows without a feasible alignment keep the greedy labels
-                    cut = ctc_align(logits, lengths, labels)
+            # ctc_align keeps the greedy labels of a row without a feasible alignment
+            cut = ctc_align(logits, lengths, labels) if align and labels is not None else logits.argmax(-1)
             x, lengths = segment_means(x, cut, lengths)
         x, lengths = self.block2(x, lengths)
         return MapperOutput(self.proj(x), lengths, loss)
