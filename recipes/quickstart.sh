@@ -64,7 +64,7 @@ step "2/4 pretrain: Stage 1 on the LLM's input embeddings, no LLM loaded ($S1_MI
 # cross-entropy beside the MSE, so that uncertain outputs pick a word. --compress ctc: about one output
 # vector per token, in order, so the words need not be moved to their places; --ctc-align: in
 # training, exactly one per token, so a misread word does not shift the later targets (README, levers).
-align=(); [[ $S1_ALIGN == 1 ]] && align=(--ctc-align)
+align=(); [[ $S1_ALIGN == 1 && $S1_COMPRESS == ctc ]] && align=(--ctc-align)
 if [[ ! -f $WORK/pretrain/mapper/model.safetensors ]]; then
   smap pretrain --train "$DATA/tts/train" --valid "$DATA/tts/dev" --llm smollm2-135m --out "$WORK/pretrain" \
     --preset small --pool 2 --compress "$S1_COMPRESS" "${align[@]}" --ce-weight "$S1_CE_WEIGHT" --steps 100000 --lr "$S1_LR" --warmup 200 --max-frames 4000 \
