@@ -80,7 +80,8 @@ def test_tts_question_vocabulary_sentences_cover_the_questions_and_only_add_to_t
     # Speakable as written (no digits), utterance length, and none is a question of the task.
     assert all(re.fullmatch(r"[A-Z][A-Za-z ,']*[a-z]", t) and 4 <= len(t.split()) <= 16 for t in extra)
     assert not {normalize(t) for t in extra} & questions
-    base, more = plan(SMALL), plan(dataclasses.replace(SMALL, qa_vocab_voices=3))
+    more_cfg = dataclasses.replace(SMALL, qa_vocab_voices=3)
+    base, more = plan(SMALL), plan(more_cfg)
     n = len(base["train"])
     assert more["train"][:n] == base["train"]  # a store prepared without them is a prefix
     assert [u.text for u in more["train"][n:]] == [t for t in extra for _ in range(3)]
@@ -88,6 +89,9 @@ def test_tts_question_vocabulary_sentences_cover_the_questions_and_only_add_to_t
     assert [u.id for u in more["train"]] == [f"tts-train-{i:05d}" for i in range(len(more["train"]))]
     assert all(more[s] == base[s] for s in SPLITS if s != "train")
     assert describe(more)["test-qa"]["train_word_coverage"] > describe(base)["test-qa"]["train_word_coverage"]
+    # A store records the setting only when it is used, so that stores prepared before it existed are still valid.
+    assert "qa_vocab_voices" not in open_source("tts", "dev", tts=SMALL).info["corpus"]
+    assert open_source("tts", "train", tts=more_cfg).info["corpus"]["qa_vocab_voices"] == 3
     with pytest.raises(ValueError, match="qa_vocab_voices=17 exceeds the 16 training voices"):
         CorpusConfig(qa_vocab_voices=17)
 
