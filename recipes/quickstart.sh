@@ -34,6 +34,10 @@ S1_COMPRESS=${S1_COMPRESS:-ctc}
 # per token (1), or by the head's greedy labels, as at inference (0).
 S1_ALIGN=${S1_ALIGN:-1}
 MSE_WEIGHT=${MSE_WEIGHT:-0.5}
+# Voices speaking each of the sentences written to use the spoken questions' words that the WordNet
+# text lacks (smap/resources/qa_vocabulary_sentences.txt), added to the training text (0: none).
+# A held-out question's country or month is otherwise never heard in training.
+QA_VOCAB=${QA_VOCAB:-0}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER and
 # the topline's, but made the evaluation 3.2x as long (README): greedy by default, BEAMS=4 to try.
 BEAMS=${BEAMS:-1}
@@ -48,7 +52,7 @@ step() { echo; echo "== $1"; }
 step "1/4 prepare: eSpeak NG speech -> Whisper tiny.en features ($TRAIN training sentences)"
 prep() {  # prep SPLIT OUT [options]: the same corpus plan (seed, sizes) for every split
   local split=$1 out=$2; shift 2
-  smap prepare --dataset tts --split "$split" --tts-train "$TRAIN" --out "$out" "$@"
+  smap prepare --dataset tts --split "$split" --tts-train "$TRAIN" --qa-vocab-voices "$QA_VOCAB" --out "$out" "$@"
 }
 prep train "$DATA/tts/train" --llm smollm2-135m
 prep dev "$DATA/tts/dev" "${limit[@]}"
