@@ -38,6 +38,10 @@ S1_COMPRESS=${S1_COMPRESS:-ctc}
 # per token (1), or by the head's greedy labels, as at inference (0).
 S1_ALIGN=${S1_ALIGN:-1}
 MSE_WEIGHT=${MSE_WEIGHT:-0.5}
+# Voices speaking each of the sentences written to use the spoken questions' words that the WordNet
+# text lacks (smap/resources/qa_vocabulary_sentences.txt), added to the training text (0: none).
+# A held-out question's country or month is otherwise never heard in training.
+QA_VOCAB=${QA_VOCAB:-0}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER and
 # the topline's, but made the evaluation 3.2x as long (README): greedy by default, BEAMS=4 to try.
 BEAMS=${BEAMS:-1}
@@ -52,7 +56,7 @@ step() { echo; echo "== $1"; }
 step "1/4 prepare: eSpeak NG speech -> Whisper tiny.en features ($TRAIN training sentences)"
 prep() {  # prep SPLIT OUT [options]: the same corpus plan (seed, sizes) for every split
   local split=$1 out=$2; shift 2
-  smap prepare --dataset tts --split "$split" --tts-train "$TRAIN" --out "$out" "$@"
+  smap prepare --dataset tts --split "$split" --tts-train "$TRAIN" --qa-vocab-voices "$QA_VOCAB" --out "$out" "$@"
 }
 prep train "$DATA/tts/train" --llm smollm2-135m
 prep dev "$DATA/tts/dev" "${limit[@]}"
@@ -68,7 +72,7 @@ step "2/4 pretrain: Stage 1 on the LLM's input embeddings, no LLM loaded ($S1_MI
 # cross-entropy beside the MSE, so that uncertain outputs pick a word. --compress ctc: about one output
 # vector per token, in order, so the words need not be moved to their places; --ctc-align: in
 # training, exactly one per token, so a misread word does not shift the later targets (README, levers).
-align=(); [[ $S1_ALIGN == 1 ]] && align=(--ctc-align)
+align=(); [[ $S1_ALIGN == 1 && $S1_COMPRESS == ctc ]] && align=(--ctc-align)
 if [[ ! -f $WORK/pretrain/mapper/model.safetensors ]]; then
   smap pretrain --train "$DATA/tts/train" --valid "$DATA/tts/dev" --llm smollm2-135m --out "$WORK/pretrain" \
     --preset small --pool 2 --compress "$S1_COMPRESS" "${align[@]}" --ce-weight "$S1_CE_WEIGHT" --steps 100000 --lr "$S1_LR" --warmup 200 --max-frames 4000 \

@@ -96,6 +96,7 @@ def prepare(
     voices_per_sentence: Annotated[int, typer.Option(min=1, help="tts: voices speaking each training sentence.")] = 1,
     voices_per_question: Annotated[int, typer.Option(min=1, help="tts: voices speaking each training question (train-qa).")] = 8,
     vocab: Annotated[int, typer.Option(min=0, help="tts: keep only sentences whose words are all among the N most frequent of the text (0: no limit; 5000 keeps ~10k sentences).")] = 5000,
+    qa_vocab_voices: Annotated[int, typer.Option(min=0, help="tts: add to train the sentences of smap/resources/qa_vocabulary_sentences.txt, written to use the spoken questions' words that the WordNet text lacks (countries, months, animals...), each in N training voices (0: not added). Every split must be prepared with the same value.")] = 0,
     accents: Annotated[str, typer.Option(help="tts: comma list of eSpeak English accents: en-us (Whisper tiny.en's best), en-us-nyc, en, en-gb-x-rp, en-gb-x-gbclan, en-029, en-gb-scotland. Each is spoken by 16 training and 4 held-out voice variants.")] = "en-us",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances (a quick try).")] = None,
     max_seconds: Annotated[Optional[float], typer.Option(min=0.0, help="Skip clips longer than this (default: the encoder's limit, 30 s for Whisper, else none).")] = None,
@@ -123,6 +124,7 @@ def prepare(
         source_options["tts"] = CorpusConfig(seed=seed, train=tts_train, dev=tts_dev, test=tts_test,
                                              voices_per_sentence=voices_per_sentence,
                                              voices_per_question=voices_per_question, vocab=vocab or None,
+                                             qa_vocab_voices=qa_vocab_voices,
                                              accents=tuple(a.strip() for a in accents.split(",") if a.strip()))
     cfg = PrepareConfig(source=dataset, out=str(out), split=split, encoder=encoder, encoder_options=encoder_options,
                         source_options=source_options, limit=limit, max_seconds=max_seconds,

@@ -154,6 +154,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     """Run Stage 1; returns the folder of the final mapper (`out/mapper`)."""
     if cfg.compress not in COMPRESSIONS:
         raise ValueError(f"--compress must be {' or '.join(COMPRESSIONS)}, not {cfg.compress!r}")
+    if cfg.ctc_align and cfg.compress != "ctc":
+        raise ValueError(f"--ctc-align cuts by a CTC head's alignment: it needs --compress ctc, not {cfg.compress!r}")
     acc = make_accelerator(cfg)
     emb = load_embeddings(cfg.llm)
     stores = open_stores(cfg.train)
@@ -192,19 +194,18 @@ def pretrain(cfg: PretrainConfig) -> Path:
     sampler = BucketBatchSampler(train.lengths, cfg.max_frames, seed=cfg.seed)
     loader = training_loader(train, sampler, cfg.workers)
     ce_vocab = train_types if cfg.ce_weight else None
-    align = cfg.ctc_align and cfg.compress == "ctc"
-    objective = Stage1(emb, cfg.alpha, acc.device, cfg.ce_weight, ce_vocab, model.config.ctc_weight, align)
+    objective = Stage1(emb, cfg.alpha, acc.device, cfg.ce_weight, ce_vocab, model.config.ctc_weight, cfg.ctc_align)
     if cfg.compress == "ctc":
         console.print(f"CTC compression: block 1's frames merged by the labels of a CTC head (weight {cfg.ctc_weight}) "
                       f"over the {len(train_types)} token types of the training transcripts; in training, "
-                      + ("cut by the transcript's forced alignment" if align else "cut by its greedy labels"))
+                      + ("cut by the transcript's forced alignment" if cfg.ctc_align else "cut by its greedy labels"))
     if ce_vocab is not None:
         console.print(f"token cross-entropy (weight {cfg.ce_weight}) over the {len(ce_vocab)} token types "
                       "of the training transcripts")
     evaluate = (lambda m: objective.validate(m, valid, cfg.max_frames, cfg.max_valid)) if valid else None
     result = fit(acc, cfg, model, sampler, loader, objective.loss, evaluate, run_name="pretrain",
                  hparams={"preset": cfg.preset, "alpha": cfg.alpha, "ce_weight": cfg.ce_weight, "llm": cfg.llm,
-                          "compress": cfg.compress, "ctc_align": align})
+                          "compress": cfg.compress, "ctc_align": cfg.ctc_align})
 
     target = out / MAPPER_DIR
     if acc.is_main_process:

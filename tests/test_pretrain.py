@@ -156,6 +156,13 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, stores, tiny_llama, args, m
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_ctc_align_without_ctc_compression_is_refused(tmp_path, stores, tiny_llama):
+    result = runner.invoke(app, _args(*stores, tiny_llama, tmp_path / "run", steps=1, extra=["--ctc-align"]))
+    assert result.exit_code == 2
+    assert "--ctc-align cuts by a CTC head's alignment: it needs --compress ctc, not 'none'" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def _run_cli(args, **kw):
     return subprocess.Popen([sys.executable, "-m", "smap.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kw)

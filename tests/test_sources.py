@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -65,6 +67,33 @@ def test_tts_has_thousands_of_training_sentences_and_spoken_questions():
     assert stats["test"]["train_word_coverage"] > 0.9  # vocab=5000: test words the training text covers
     with pytest.raises(ValueError, match="only .* have all their words in the top 5000"):
         plan(CorpusConfig(train=50000))
+
+
+def test_tts_question_vocabulary_sentences_cover_the_questions_and_only_add_to_train():
+    from smap.data.corpus import _common_words, read_qa
+
+    extra = read_lines("qa_vocabulary_sentences.txt")
+    questions = {normalize(r["question"]) for r in read_qa()}
+    # Every word of every spoken question is in the WordNet text the corpus draws from, or in these.
+    heard = {w for _, n in _common_words(CorpusConfig().vocab) for w in n.split()}
+    assert not {w for q in questions for w in q.split()} - heard - {w for t in extra for w in normalize(t).split()}
+    # Speakable as written (no digits), utterance length, and none is a question of the task.
+    assert all(re.fullmatch(r"[A-Z][A-Za-z ,']*[a-z]", t) and 4 <= len(t.split()) <= 16 for t in extra)
+    assert not {normalize(t) for t in extra} & questions
+    more_cfg = dataclasses.replace(SMALL, qa_vocab_voices=3)
+    base, more = plan(SMALL), plan(more_cfg)
+    n = len(base["train"])
+    assert more["train"][:n] == base["train"]  # a store prepared without them is a prefix
+    assert [u.text for u in more["train"][n:]] == [t for t in extra for _ in range(3)]
+    assert all(len({u.voice for u in more["train"][i:i + 3]}) == 3 for i in range(n, len(more["train"]), 3))
+    assert [u.id for u in more["train"]] == [f"tts-train-{i:05d}" for i in range(len(more["train"]))]
+    assert all(more[s] == base[s] for s in SPLITS if s != "train")
+    assert describe(more)["test-qa"]["train_word_coverage"] > describe(base)["test-qa"]["train_word_coverage"]
+    # A store records the setting only when it is used, so that stores prepared before it existed are still valid.
+    assert "qa_vocab_voices" not in open_source("tts", "dev", tts=SMALL).info["corpus"]
+    assert open_source("tts", "train", tts=more_cfg).info["corpus"]["qa_vocab_voices"] == 3
+    with pytest.raises(ValueError, match="qa_vocab_voices=17 exceeds the 16 training voices"):
+        CorpusConfig(qa_vocab_voices=17)
 
 
 def test_tts_audio_checksums_do_not_depend_on_order():

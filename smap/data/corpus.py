@@ -8,9 +8,13 @@ Text (smap/resources/, provenance and licences in README.md there):
     smap: a test of another register than the training text.
   * qa.tsv: 236 short factual questions with one-word answers (capitals, opposites, sequences,
     arithmetic, plurals, general facts) for a spoken-question task.
+  * qa_vocabulary_sentences.txt: 153 sentences written for smap that use the words of those
+    questions that the WordNet text lacks (countries, months, days, animals...), none a question or
+    its answer: with `qa_vocab_voices`, training text, so that a held-out question's words were heard.
 
 Splits (`SPLITS`), all disjoint in their sentences (compared after `normalize`):
-  train          WordNet sentences, training voices
+  train          WordNet sentences (then, with `qa_vocab_voices`, the question-vocabulary
+                 sentences), training voices
   dev            held-out WordNet sentences, training voices (validation while training)
   test           held-out WordNet sentences, held-out voices (in-domain test)
   everyday       everyday sentences, held-out voices
@@ -87,6 +91,8 @@ class CorpusConfig:
     vocab: keep only WordNet sentences whose words are all among the `vocab` most frequent words of
     the WordNet text (None: no limit). A smaller vocabulary means fewer rare words to learn and
     test sentences whose words the training text covers; 5000 keeps about 10k sentences.
+    qa_vocab_voices: training voices speaking each question-vocabulary sentence, appended to train
+    (0: none). The train utterances before them do not change.
     """
 
     seed: int = 0
@@ -98,6 +104,7 @@ class CorpusConfig:
     voices_per_sentence: int = 1
     voices_per_question: int = 8  # train-qa: a few hundred questions, so each is heard in several voices
     vocab: int | None = 5000
+    qa_vocab_voices: int = 0
     rate: tuple[int, int] = (140, 200)  # words per minute, uniform
     pitch: tuple[int, int] = (35, 65)  # eSpeak's 0-100 scale, uniform
     accents: tuple[str, ...] = ACCENTS
@@ -105,12 +112,13 @@ class CorpusConfig:
     test_variants: tuple[str, ...] = TEST_VARIANTS
 
     def __post_init__(self):
-        for name in ("train", "dev", "test", "everyday", "voices_per_sentence", "voices_per_question"):
+        for name in ("train", "dev", "test", "everyday", "voices_per_sentence", "voices_per_question",
+                     "qa_vocab_voices"):
             if getattr(self, name) < 0:
                 raise ValueError(f"tts corpus: {name}={getattr(self, name)} must not be negative")
         if not self.accents or not self.train_variants or not self.test_variants:
             raise ValueError("tts corpus: needs at least one accent, one training and one held-out variant")
-        for name in ("voices_per_sentence", "voices_per_question"):
+        for name in ("voices_per_sentence", "voices_per_question", "qa_vocab_voices"):
             if getattr(self, name) > len(self.accents) * len(self.train_variants):
                 raise ValueError(f"tts corpus: {name}={getattr(self, name)} exceeds the "
                                  f"{len(self.accents) * len(self.train_variants)} training voices")
@@ -150,7 +158,8 @@ def plan(config: CorpusConfig = CorpusConfig()) -> dict[str, list[Utterance]]:
     rng = random.Random(f"smap-tts-{config.seed}")
     everyday = read_lines("everyday_sentences.txt")
     qa = read_qa()
-    reserved = {normalize(s) for s in everyday} | {normalize(r["question"]) for r in qa}
+    qa_vocab = read_lines("qa_vocabulary_sentences.txt")
+    reserved = {normalize(s) for s in everyday + qa_vocab} | {normalize(r["question"]) for r in qa}
     pool = [s for s, n in _common_words(config.vocab) if n not in reserved]
     rng.shuffle(pool)
     need = config.test + config.dev + config.train
@@ -173,21 +182,26 @@ def plan(config: CorpusConfig = CorpusConfig()) -> dict[str, list[Utterance]]:
         qa_test += rows[:cut]
         qa_train += rows[cut:]
 
+    extra = qa_vocab if config.qa_vocab_voices else []
     train_voices = [f"{a}+{v}" for a in config.accents for v in config.train_variants]
     test_voices = [f"{a}+{v}" for a in config.accents for v in config.test_variants]
 
-    def speak(split: str, texts: list[str], voices: list[str], per_text: int = 1,
+    def speak(split: str, texts: list[str], voices: list[str], per_text: int | list[int] = 1,
               answers: list[str] | None = None) -> list[Utterance]:
+        """per_text: voices per text, for all or for each."""
         r = random.Random(f"smap-tts-{config.seed}-{split}")  # one stream per split: sizes elsewhere don't matter
+        counts = per_text if isinstance(per_text, list) else [per_text] * len(texts)
         out = []
-        for j, text in enumerate(texts):
-            for voice in r.sample(voices, per_text):
+        for j, (text, n) in enumerate(zip(texts, counts, strict=True)):
+            for voice in r.sample(voices, n):
                 out.append(Utterance(f"tts-{split}-{len(out):05d}", text, voice, r.randint(*config.rate),
                                      r.randint(*config.pitch), split, answers[j] if answers else None))
         return out
 
     return {
-        "train": speak("train", train, train_voices, config.voices_per_sentence),
+        # the question-vocabulary sentences last, so that the draws for the others do not change
+        "train": speak("train", train + extra, train_voices,
+                       [config.voices_per_sentence] * len(train) + [config.qa_vocab_voices] * len(extra)),
         "dev": speak("dev", dev, train_voices),
         "test": speak("test", test, test_voices),
         "everyday": speak("everyday", everyday, test_voices),

@@ -109,7 +109,10 @@ def _tts(split: str | None, config) -> Source:
         raise SourceError(f"tts: no split {split!r}; choose one of {', '.join(SPLITS)}")
     utterances = plan(config)
     items = [Item(u.id, u.record(), u.synthesize) for u in utterances[split]]
-    return Source("tts", split, items, {"corpus": asdict(config), "splits": describe(utterances)})
+    corpus = asdict(config)
+    if not config.qa_vocab_voices:  # recorded only when used: stores prepared before it existed stay valid
+        del corpus["qa_vocab_voices"]
+    return Source("tts", split, items, {"corpus": corpus, "splits": describe(utterances)})
 
 
 # --- manifests and folders -------------------------------------------------------------------
