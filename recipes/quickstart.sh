@@ -17,14 +17,14 @@ cd "$(dirname "$0")/.."
 MODE=${1:-default}
 # TRAIN: training sentences; EVAL: utterances per test split; minutes for Stage 1, each attach asr run
 # and the attach task run (0: none; the quickstart leaves it out to keep to its 45 min: TASK_MIN=10 adds it).
-# TRAIN=, S1_MIN=, ATT_MIN= in the environment override the mode's.
+# TRAIN_SENTENCES=, S1_MIN=, ATT_MIN= in the environment override the mode's.
 case $MODE in
   default)     train=9000; EVAL=100; s1=16; att=7;  TASK=0;  WORK=${SMAP_WORK:-work/quickstart} ;;
   --fast)      train=200;  EVAL=12;  s1=1;  att=1;  TASK=1;  WORK=${SMAP_WORK:-work/quickstart-fast} ;;
   --replicate) train=9000; EVAL=0;   s1=40; att=20; TASK=10; WORK=${SMAP_WORK:-work/replicate} ;;
   *) echo "usage: bash recipes/quickstart.sh [--fast|--replicate]" >&2; exit 2 ;;
 esac
-TRAIN=${TRAIN:-$train}
+TRAIN=${TRAIN_SENTENCES:-$train}
 S1_MIN=${S1_MIN:-$s1}
 ATT_MIN=${ATT_MIN:-$att}
 # Stage-1 learning rate and token cross-entropy weight, and the CE+MSE weight of attach: see README,
