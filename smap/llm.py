@@ -74,6 +74,8 @@ def resolve(spec: str) -> LLMSource:
     """Which kind of LLM a spec names; raises LLMSpecError naming the spec if none."""
     if spec.lower() in _ALIASES:
         return LLMSource(spec, "gguf", str(embedded_gguf()))
+    if "\0" in spec:  # no path holds one, and expanduser raises on it
+        raise LLMSpecError(f"{spec!r}: not an LLM spec (a null byte)")
     try:
         p = Path(spec).expanduser()
     except RuntimeError:  # '~user' naming no user: not a path

@@ -385,7 +385,7 @@ def test_fuzz_manifest_parser_raises_only_source_errors(fuzz_dir, suffix, lines,
 
 
 @FUZZ
-@given(st.text(max_size=40) | st.sampled_from(["~", "~nobody-xyz/m.gguf", "a/b", "./x", "/", "x.gguf", "\0"]))
+@given(st.text(max_size=40) | st.sampled_from(["~", "~nobody-xyz/m.gguf", "a/b", "./x", "/", "x.gguf", "\0", "~\0"]))
 def test_fuzz_llm_and_encoder_specs(spec):
     try:
         assert isinstance(resolve(spec), LLMSource)
