@@ -57,6 +57,7 @@ class AttachConfig(LoopConfig):
     layout: str = "instruction-first"  # where the instruction goes (`smap.prompts.LAYOUTS`)
     phrasings: int = 0  # train with the first N phrasings of each instruction (0: all)
     asr_target: str = "normalized"
+    token_mix: float = 0.0  # > 0: the LLM reads token mixtures of the mapper's vectors (`smap.speech_llm.token_mixture`)
     max_frames: int = 4000
     max_valid: int = 64  # validation utterances for the held-out CE
     valid_decode: int = 32  # validation utterances decoded greedily for the held-out WER (ASR ones)
@@ -183,7 +184,7 @@ def attach(cfg: AttachConfig) -> Path:
         raise ModelMismatchError(f"{mapper_dir}: the mapper does not record its LLM; give --llm")
     llm = stable_spec(cfg.llm or mapper.config.extra["llm"])
     settings = ModelSettings(llm=llm, encoder=stores[0].encoder, system=cfg.system, layout=cfg.layout,
-                             asr_target=cfg.asr_target,
+                             asr_target=cfg.asr_target, token_mix=cfg.token_mix,
                              provenance={"stage": 2, "mode": cfg.mode, "mapper": str(mapper_dir.resolve()),
                                          "mse_weight": cfg.mse_weight, "asr_mix": cfg.asr_mix if cfg.mode == "task" else 0.0})
     model = SpeechLLM.build(mapper, settings, DTYPES[cfg.mixed_precision])
@@ -208,11 +209,12 @@ def attach(cfg: AttachConfig) -> Path:
 
     out = Path(cfg.out)
     identity = {"mapper": str(mapper_dir.resolve()), "llm": llm, "mode": cfg.mode, "system": cfg.system,
-                "layout": cfg.layout}
+                "layout": cfg.layout, "token_mix": cfg.token_mix}
     saved = out / "attach_config.json"
-    if cfg.resume and saved.is_file() and json.loads(saved.read_text())["identity"] != identity:
+    # runs saved before the token mixture existed read the vectors
+    if cfg.resume and saved.is_file() and {"token_mix": 0.0, **json.loads(saved.read_text())["identity"]} != identity:
         raise ValueError(f"{saved}: the run in --out was started with another mapper, LLM, mode, system "
-                         "message or prompt layout; use a new --out or the same options")
+                         "message, prompt layout or --token-mix; use a new --out or the same options")
     out.mkdir(parents=True, exist_ok=True)
     if acc.is_main_process:
         atomic_write_text(saved, json.dumps({"identity": identity, "config": asdict(cfg)}, indent=2))
@@ -227,6 +229,7 @@ def attach(cfg: AttachConfig) -> Path:
         f"Stage 2 ({cfg.mode}): {len(data)} utterances {counts}, mapper {mapper.num_parameters() / 1e6:.1f}M "
         f"parameters trained, LLM {llm} frozen ({sum(p.numel() for p in model.lm.llm.parameters()) / 1e6:.0f}M), "
         f"loss CE" + (f" + {cfg.mse_weight} x MSE" if cfg.mse_weight else "")
+        + (f", the LLM reads token mixtures (sharpness {cfg.token_mix:g})" if cfg.token_mix else "")
         + (f", ASR batches mixed in with p={cfg.asr_mix}" if cfg.mode == "task" else "")
     )
     result = fit(acc, cfg, model, sampler, loader, stage.loss, evaluate, run_name=f"attach-{cfg.mode}",

@@ -208,6 +208,7 @@ def attach(
     alpha: Annotated[float, typer.Option(min=0.0, help="Weight of content against pad positions in that MSE, as in Stage 1.")] = 5.0,
     system: Annotated[str, typer.Option(help="System message: 'default' (the chat template's own), 'short' (one line, cheaper on a CPU) or any text. Recorded in the model folder.")] = "default",
     layout: Annotated[str, typer.Option(help="Where the instruction goes in the user turn: 'instruction-first' (the instruction, then the speech: a small chat LLM then repeats rather than answers; README) or 'speech-first'. Recorded in the model folder.")] = "instruction-first",
+    token_mix: Annotated[float, typer.Option(min=0.0, help="Not in the paper: the LLM reads each speech vector as a mixture of token embeddings, softmax(TOKEN_MIX x cosine) over the CTC head's token types (or the whole vocabulary) and the pad, up to the first vector nearest the pad; 0: the vectors themselves (paper). 100 is almost the nearest token: the LLM reads text from the first step, and the quickstart's attach CE + MSE went from 62.9 to 46.1 WER on tts/test (README). Train it with a low --lr (5e-5: 5e-4 undid Stage 1). Recorded in the model folder.")] = 0.0,
     phrasings: Annotated[int, typer.Option(min=0, help="Train with the first N phrasings of each task's instruction, one drawn per example (0: all; the paper uses several so that no prompt is memorised). The ASR phrasings are ordered by how well SmolLM2-135M follows them given the transcript as text (README).")] = 0,
     asr_target: Annotated[str, typer.Option(help="ASR responses: 'normalized' (lower-case, no punctuation, as Stage 1's targets) or 'raw' transcripts.")] = "normalized",
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps (paper: about 1000).")] = 1000,
@@ -240,7 +241,7 @@ def attach(
     cfg = AttachConfig(
         mapper=str(mapper), llm=llm, mode=mode, train=[str(p) for p in train], valid=[str(p) for p in valid or []],
         asr_train=[str(p) for p in asr_train or []], asr_mix=asr_mix, mse_weight=mse_weight, alpha=alpha,
-        system=system, layout=layout, phrasings=phrasings, asr_target=asr_target, out=str(out), steps=steps, lr=lr, warmup=warmup,
+        system=system, layout=layout, token_mix=token_mix, phrasings=phrasings, asr_target=asr_target, out=str(out), steps=steps, lr=lr, warmup=warmup,
         weight_decay=weight_decay, max_frames=max_frames, grad_accum=grad_accum, clip=clip,
         mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
         max_valid=max_valid, valid_decode=valid_decode, show=show, keep=keep, resume=resume, time_budget=time_budget,
@@ -258,6 +259,7 @@ def infer(
     llm: Annotated[Optional[str], typer.Option(help="With --mapper: the frozen LLM spec (default: the one the mapper was pretrained for).")] = None,
     system: Annotated[str, typer.Option(help="With --mapper: system message, 'default', 'short' or any text (a model folder records its own).")] = "default",
     layout: Annotated[str, typer.Option(help="With --mapper: 'instruction-first' or 'speech-first', where the instruction goes (a model folder records its own).")] = "instruction-first",
+    token_mix: Annotated[float, typer.Option(min=0.0, help="With --mapper: the LLM reads token mixtures of this sharpness (`smap attach --token-mix`; 0: the vectors; a model folder records its own).")] = 0.0,
     store: Annotated[Optional[Path], typer.Option(help="Instead of audio files: a prepared feature store (from `smap prepare`).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="With --store: only the first N utterances.")] = None,
     task: Annotated[str, typer.Option(help=f"'asr', 'st' (needs --tgt-lang or tgt_lang in the store), 'sqa' (needs --question or question in the store; a store record with neither is a spoken question, asked {SPOKEN_QUESTION!r}) or 'free' (needs --prompt).")] = "asr",
@@ -280,7 +282,7 @@ def infer(
     if bool(audio) == (store is not None):
         raise UserError("give audio files or --store, not both and not neither")
     check_layout(layout)
-    speech_llm = load_model(model, mapper, llm, system, device, layout)
+    speech_llm = load_model(model, mapper, llm, system, device, layout, token_mix)
     kwargs = dict(task=task, tgt_lang=tgt_lang, question=question, prompt=prompt, max_frames=max_frames,
                   decoding=Decoding(max_new_tokens, num_beams, no_repeat_ngram))
     rows = (generate_store(speech_llm, store, limit=limit, **kwargs) if store is not None
@@ -300,6 +302,7 @@ def evaluate(
     model: Annotated[Optional[list[str]], typer.Option("--model", help="Model folder from `smap attach`; its LLM also serves transcript and cascade. Repeat as NAME=DIR to compare several speech models in one table.")] = None,
     mapper: Annotated[Optional[list[str]], typer.Option("--mapper", help="A Stage-1 mapper folder (or pretrain run folder), evaluated zero-shot with --llm. Repeatable, NAME=DIR, like --model.")] = None,
     llm: Annotated[Optional[str], typer.Option(help="LLM spec ('smollm2-135m', a .gguf, a folder, a hub id): for --mapper (default: the one it was pretrained for), and for transcript/cascade without --model.")] = None,
+    token_mix: Annotated[float, typer.Option(min=0.0, help="For --mapper: the LLM reads token mixtures of this sharpness (`smap attach --token-mix`; 0: the vectors, the paper's Stage 1 only). A --model folder records its own.")] = 0.0,
     asr: Annotated[Optional[str], typer.Option(help="Cascade's ASR: a smap model folder (ASR on the same features), or a CTranslate2 Whisper ('whisper-tiny.en', 'ct2:DIR') decoding its own encoder's features: those under --asr-data-root if given, else the split's store.")] = None,
     asr_data_root: Annotated[Optional[Path], typer.Option(help="For a Whisper --asr: stores laid out like --data-root, prepared with its encoder in the 30 s window (`smap prepare --encoder whisper-tiny.en --window`); Whisper loses words on features cut to the clip.")] = None,
     data_root: Annotated[Path, typer.Option(help="Where the prepared feature stores are: one per split, in the folder <suite>/<split> under it (e.g. europarl/en-fr), as `smap prepare` writes it; a symlink is fine. A missing one is named with the `smap prepare` command that makes it, and skipped.")] = Path("data"),
@@ -325,7 +328,7 @@ def evaluate(
     splits = suites.select(suite)
     inference = systems.Inference(Decoding(max_new_tokens, num_beams, no_repeat_ngram), max_frames, batch_size)
     chosen = systems.build([s.strip() for s in system.split(",") if s.strip()], models=model or [],
-                           mappers=mapper or [], llm=llm, asr=asr, asr_data_root=asr_data_root, inference=inference)
+                           mappers=mapper or [], llm=llm, token_mix=token_mix, asr=asr, asr_data_root=asr_data_root, inference=inference)
     scoring = run.make_scoring(splits, comet_model, systems.judges(judge or [], batch_size))
     results = run.evaluate(splits, chosen, data_root, out, scoring, limit,
                            log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))

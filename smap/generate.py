@@ -12,8 +12,8 @@ Generating (each returns rows ``{"id", "task", "prompt", "output"}`` in input or
   * ``generate_audio(model, paths, requests)``: audio files, encoded on the fly with the model's
     encoder (`smap.encoders.load_encoder`); every file is read before any is processed, so an
     unreadable one fails the call before work is done;
-  * ``nearest_store(model, store)``: no LLM at all: each speech vector read as its nearest token
-    embedding, the transcript Stage 1 alone gives;
+  * ``nearest_store(model, store)``: no LLM at all: each speech vector the LLM would read (the
+    mapper's, or its token mixture) as its nearest token embedding, the transcript Stage 1 alone gives;
   * ``generate_text(lm, ids, texts, requests)``: the text-only path. The text's token embeddings
     take the place of the speech vectors in exactly the same prompt (same template, system
     message, instruction and placement), so the only difference from the speech LLM is the
@@ -49,13 +49,14 @@ ASR_SLACK = 8
 
 
 def load_model(model: str | Path | None = None, mapper: str | Path | None = None, llm: str | None = None,
-               system: str = "default", device: str | None = None, layout: str = "instruction-first") -> SpeechLLM:
+               system: str = "default", device: str | None = None, layout: str = "instruction-first",
+               token_mix: float = 0.0) -> SpeechLLM:
     """A speech LLM from a model folder (its own prompt settings), or from a Stage-1 mapper and an
-    LLM spec (`system` and `layout`)."""
+    LLM spec (`system`, `layout` and `token_mix`)."""
     if (model is None) == (mapper is None):
         raise ValueError("give either a model folder (--model) or a Stage-1 mapper (--mapper, with --llm)")
     speech_llm = (SpeechLLM.from_pretrained(model) if model is not None
-                  else SpeechLLM.from_mapper(mapper, llm, system, layout=layout))
+                  else SpeechLLM.from_mapper(mapper, llm, system, layout=layout, token_mix=token_mix))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     speech_llm.to(device).eval()
     speech_llm.lm.to(device)

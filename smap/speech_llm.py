@@ -17,6 +17,10 @@ The rest is assembled per example and padded:
   tokens are appended in one column; the 2-D attention mask hides the pads and positions are
   counted over real tokens only.
 
+With `ModelSettings.token_mix` > 0 (not in the paper) the LLM does not read the mapper's vectors
+themselves but each one's mixture of token embeddings (`token_mixture`): input the LLM has seen in
+pre-training, whatever the mapper's error.
+
 Only the hidden states just before a label go through the LM head (the vocabulary projection is
 the largest matrix of a small LLM), unless `logits_at_labels=False`.
 
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, GenerationConfig
 
@@ -236,6 +241,30 @@ class PromptedLM:
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
+def token_mixture(vectors: list[torch.Tensor], table: torch.Tensor, vocab: torch.Tensor, pad_id: int,
+                  sharpness: float) -> list[torch.Tensor]:
+    """Each example's vectors (n_b, dim) -> (m_b, dim): softmax(sharpness x cosine to the embeddings
+    of the `vocab` ids) @ those embeddings, up to the first vector whose nearest token is `pad_id`.
+
+    Stage 1 trains the mapper towards token embeddings, but where it is unsure its output is an
+    average, shorter than any embedding and read by a frozen LLM as noise; a sharp mixture is almost
+    the nearest token (the LLM reads text) and still passes gradients to the mapper. table
+    (vocab_size, dim): the LLM's input embeddings; vocab (k,) ids, `pad_id` among them."""
+    if not vectors:
+        return []
+    emb = table[vocab].detach().float()
+    sims = F.normalize(torch.cat(vectors).float(), dim=-1) @ F.normalize(emb, dim=-1).T
+    mixed = (torch.softmax(sharpness * sims, -1) @ emb).to(table.dtype)
+    is_pad = vocab[sims.argmax(-1)] == pad_id
+    out, start = [], 0
+    for v in vectors:
+        pads = is_pad[start : start + len(v)].nonzero()
+        n = int(pads[0, 0]) if len(pads) else len(v)
+        out.append(mixed[start : start + n])
+        start += len(v)
+    return out
+
+
 @dataclass
 class ModelSettings:
     """What a model folder records besides the mapper's weights."""
@@ -245,6 +274,7 @@ class ModelSettings:
     system: str = "default"
     layout: str = "instruction-first"  # where the instruction goes (`smap.prompts.LAYOUTS`)
     asr_target: str = "normalized"  # ASR responses: "normalized" (as Stage 1's targets) or "raw"
+    token_mix: float = 0.0  # > 0: the LLM reads `token_mixture`s of this sharpness; 0: the vectors (paper)
     provenance: dict = field(default_factory=dict)
 
 
@@ -263,10 +293,25 @@ class SpeechLLM(nn.Module):
 
     def speech_contents(self, features: torch.Tensor, lengths: torch.Tensor,
                         tokens: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], MapperOutput]:
-        """features (batch, frames, dim) -> per-example (n_b, llm_dim) vectors, and the mapper's
-        output (`SpeechMapper.forward`; `tokens` given, with its CTC loss if it has one)."""
+        """features (batch, frames, dim) -> what the LLM reads for each example, (n_b, llm_dim): the
+        mapper's vectors, or their token mixtures; and the mapper's output (`SpeechMapper.forward`;
+        `tokens` given, with its CTC loss if it has one)."""
         out = self.mapper(features, lengths, tokens)
-        return [out.embeddings[b, : int(out.lengths[b])] for b in range(len(out.lengths))], out
+        vectors = [out.embeddings[b, : int(out.lengths[b])] for b in range(len(out.lengths))]
+        if not self.settings.token_mix:
+            return vectors, out
+        return token_mixture(vectors, self.lm.llm.get_input_embeddings().weight, self.mix_vocab,
+                             self.target_pad_id, self.settings.token_mix), out
+
+    @property
+    def mix_vocab(self) -> torch.Tensor:
+        """The token ids a mixture is over: the pad and the CTC head's token types (the training
+        transcripts'), else the whole vocabulary."""
+        table = self.lm.llm.get_input_embeddings().weight
+        if self.mapper.config.compress != "ctc":
+            return torch.arange(len(table), device=table.device)
+        pad = torch.tensor([self.target_pad_id], device=self.mapper.ctc_tokens.device)
+        return torch.cat([self.mapper.ctc_tokens, pad]).unique().to(table.device)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, prompts: list[tuple[list[int], list[int]]],
                 responses: list[list[int]], mse_tokens: list[torch.Tensor] | None = None,
@@ -312,7 +357,7 @@ class SpeechLLM(nn.Module):
         s = self.settings
         atomic_write_text(directory / MODEL_FILE, json.dumps({
             "format": FORMAT_VERSION, "llm": s.llm, "encoder": s.encoder, "system": s.system, "layout": s.layout,
-            "asr_target": s.asr_target, "mapper": MAPPER_DIR, "provenance": s.provenance,
+            "asr_target": s.asr_target, "token_mix": s.token_mix, "mapper": MAPPER_DIR, "provenance": s.provenance,
         }, indent=2))
 
     @classmethod
@@ -332,7 +377,8 @@ class SpeechLLM(nn.Module):
 
     @classmethod
     def from_mapper(cls, mapper_dir: str | Path, llm: str | None = None, system: str = "default",
-                    dtype: torch.dtype = torch.float32, layout: str = "instruction-first", **kwargs) -> SpeechLLM:
+                    dtype: torch.dtype = torch.float32, layout: str = "instruction-first", token_mix: float = 0.0,
+                    **kwargs) -> SpeechLLM:
         """A Stage-1 mapper used straight away with a frozen LLM (default: the one it was trained for)."""
         mapper = SpeechMapper.from_pretrained(mapper_dir)
         extra = mapper.config.extra
@@ -340,7 +386,7 @@ class SpeechLLM(nn.Module):
         if not llm:
             raise ModelMismatchError(f"{mapper_dir}: the mapper does not record its LLM; give --llm")
         settings = ModelSettings(llm=stable_spec(llm), encoder=extra.get("encoder"), system=system, layout=layout,
-                                 provenance={"stage": 1, "mapper": str(mapper_dir)})
+                                 token_mix=token_mix, provenance={"stage": 1, "mapper": str(mapper_dir)})
         return cls.build(mapper, settings, dtype, **kwargs)
 
 
@@ -360,6 +406,7 @@ def read_settings(directory: str | Path) -> ModelSettings:
         # Folders written before the layout was recorded were trained speech-first.
         return ModelSettings(llm=d["llm"], encoder=d.get("encoder"), system=d.get("system", "default"),
                              layout=d.get("layout", "speech-first"),
-                             asr_target=d.get("asr_target", "normalized"), provenance=d.get("provenance", {}))
+                             asr_target=d.get("asr_target", "normalized"), token_mix=float(d.get("token_mix", 0.0)),
+                             provenance=d.get("provenance", {}))
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: unreadable model manifest ({e})") from None

@@ -200,6 +200,24 @@ def test_resume_continues_and_refuses_another_mapper(tmp_path, setup, tiny_llama
     other = save_mapper(tmp_path / "other", tiny_llama)
     with pytest.raises(ValueError, match="started with another mapper"):
         attach(_cfg(tmp_path, train, valid, other, steps=4, resume=True))
+    with pytest.raises(ValueError, match="started with another mapper.*--token-mix"):
+        attach(_cfg(tmp_path, train, valid, mapper, steps=4, resume=True, token_mix=100.0))
+    # a run saved before --token-mix existed read the vectors, and resumes as such
+    saved = tmp_path / "run" / "attach_config.json"
+    config = json.loads(saved.read_text())
+    del config["identity"]["token_mix"]
+    saved.write_text(json.dumps(config))
+    attach(_cfg(tmp_path, train, valid, mapper, steps=5, save_every=2, show=0, resume=True))
+
+
+def test_token_mix_trains_through_the_mixture_and_is_recorded(tmp_path, setup):
+    train, valid, mapper = setup
+    out = attach(_cfg(tmp_path, train, valid, mapper, token_mix=50.0, eval_at_start=True))
+    assert json.loads((out / MODEL_FILE).read_text())["token_mix"] == 50.0
+    model = SpeechLLM.from_pretrained(out)
+    assert model.settings.token_mix == 50.0  # `smap infer --model` and `evaluate` read mixtures too
+    before, after = SpeechMapper.from_pretrained(mapper), model.mapper
+    assert any(not torch.equal(p, q) for p, q in zip(before.parameters(), after.parameters()))
 
 
 def test_help_explains_every_option():

@@ -9,7 +9,7 @@ from smap.llm import LLMSpecError, load_causal_lm
 from smap.losses import pad_targets, weighted_mse
 from smap.mapper import SpeechMapper, preset
 from smap.speech_llm import (IGNORE, Decoding, MODEL_FILE, ModelMismatchError, ModelSettings, PromptedLM, SpeechLLM,
-                             read_settings)
+                             read_settings, token_mixture)
 from smap.llm import tokenizer_fingerprint
 from smap.prompts import LAYOUTS
 
@@ -165,6 +165,50 @@ def test_a_ctc_mapper_keeps_training_its_ctc_head_in_attach_at_its_own_weight(lm
     assert mapper.ctc_head.weight.grad.abs().sum() > 0
 
 
+def test_a_sharp_token_mixture_is_the_nearest_tokens_up_to_the_first_pad():
+    g = torch.Generator().manual_seed(0)
+    table, pad = torch.randn(20, 8, generator=g), 2
+    vocab = torch.tensor([2, 3, 5, 7, 11])
+    # shrunken, noisy versions of tokens 3, 5, pad, 7 (the mapper's averaged outputs), and of 11, 11
+    said = [torch.tensor([3, 5, 2, 7]), torch.tensor([11, 11])]
+    vectors = [(0.4 * table[ids] + 0.05 * torch.randn(len(ids), 8, generator=g)).requires_grad_() for ids in said]
+    sharp = token_mixture(vectors, table, vocab, pad, sharpness=1e4)
+    assert [len(m) for m in sharp] == [2, 2]  # the first vector read as the pad ends the speech
+    assert torch.allclose(sharp[0], table[[3, 5]], atol=1e-4) and torch.allclose(sharp[1], table[[11, 11]], atol=1e-4)
+    flat = token_mixture(vectors, table, vocab, pad, sharpness=0.0)[1]  # no sharpness: the mean of the vocabulary
+    assert torch.allclose(flat, table[vocab].mean(0).expand(2, -1), atol=1e-6)
+    # gradients reach the mapper's vectors through a softer mixture, never the frozen table
+    soft = token_mixture(vectors, table.requires_grad_(), vocab, pad, sharpness=5.0)
+    soft[0].sum().backward()
+    assert vectors[0].grad[:2].abs().sum() > 0 and not vectors[0].grad[2:].any() and table.grad is None
+
+
+def test_a_token_mix_model_feeds_the_llm_mixtures_over_its_ctc_token_types(lm):
+    cfg = preset("tiny", 16, lm.llm.config.hidden_size, compress="ctc", ctc_labels=3,
+                 extra={"tokenizer": tokenizer_fingerprint(lm.tokenizer), "llm": "tiny"})
+    torch.manual_seed(0)
+    mapper = SpeechMapper(cfg)
+    mapper.set_ctc_tokens(torch.tensor([4, 5, 7]))
+    table = lm.llm.get_input_embeddings().weight
+    with torch.no_grad():  # a mapper that says token 5, give or take, rather than the pad at once
+        mapper.proj.weight.mul_(0.01)
+        mapper.proj.bias.copy_(3 * table[5])
+    features, lengths = torch.randn(2, 40, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([40, 28])
+    plain = SpeechLLM(mapper, lm, ModelSettings(llm="tiny"))
+    mixed = SpeechLLM(mapper, lm, ModelSettings(llm="tiny", token_mix=100.0))
+    vectors, _ = plain.speech_contents(features, lengths)
+    contents, _ = mixed.speech_contents(features, lengths)
+    assert mixed.mix_vocab.tolist() == sorted({4, 5, 7, lm.pad_id})
+    assert [len(c) for c in contents] == [len(v) for v in vectors] and all(len(c) for c in contents)
+    assert all(torch.equal(c, m) for c, m in zip(token_mixture(vectors, table, mixed.mix_vocab, lm.pad_id, 100.0), contents))
+    assert torch.allclose(contents[0], table[5].expand_as(contents[0]), atol=1e-3)  # the LLM reads token 5
+    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS[:2]]
+    responses = [lm.format.response_ids(r) for r in RESPONSES[:2]]
+    loss, _ = SpeechLLM(mapper, lm, ModelSettings(llm="tiny", token_mix=5.0))(features, lengths, prompts, responses)
+    loss.backward()
+    assert mapper.proj.weight.grad.abs().sum() > 0
+
+
 def test_mismatched_mapper_is_refused_naming_both_sides(lm):
     wrong_dim = SpeechMapper(preset("tiny", 16, 48))
     with pytest.raises(ModelMismatchError, match=r"48-d vectors but tiny-llm takes 32-d"):
@@ -181,7 +225,7 @@ def test_model_folder_round_trip(tmp_path, tiny_llama):
     llm, tok = load_causal_lm(str(tiny_llama))
     lm = PromptedLM(llm, tok, system="short")
     settings = ModelSettings(llm=str(tiny_llama), encoder="test-encoder", system="short", layout="speech-first",
-                             provenance={"stage": 2})
+                             token_mix=30.0, provenance={"stage": 2})
     model = SpeechLLM(_mapper(lm), lm, settings)
     model.save_pretrained(tmp_path / "m")
     manifest = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
@@ -189,9 +233,10 @@ def test_model_folder_round_trip(tmp_path, tiny_llama):
     again = SpeechLLM.from_pretrained(tmp_path / "m")
     assert again.settings == settings and again.lm.format.prefix_ids == lm.format.prefix_ids
     assert again.lm.format.layout == "speech-first"  # decoded with the layout it was trained with
-    # a folder from before layouts were recorded was trained speech-first
-    (tmp_path / "m" / MODEL_FILE).write_text(json.dumps({k: v for k, v in manifest.items() if k != "layout"}))
+    # a folder from before layouts were recorded was trained speech-first, on the mapper's vectors
+    (tmp_path / "m" / MODEL_FILE).write_text(json.dumps({k: v for k, v in manifest.items() if k not in ("layout", "token_mix")}))
     assert read_settings(tmp_path / "m").layout == "speech-first"
+    assert read_settings(tmp_path / "m").token_mix == 0.0
     assert ModelSettings(llm="x").layout == "instruction-first"
     for (n, p), (_, q) in zip(model.mapper.state_dict().items(), again.mapper.state_dict().items()):
         assert torch.equal(p, q), n
