@@ -268,7 +268,8 @@ def infer(
     prompt: Annotated[Optional[str], typer.Option(help="--task free: the instruction itself.")] = None,
     encoder: Annotated[Optional[str], typer.Option(help="With audio files: override the model's encoder spec.")] = None,
     num_beams: Annotated[int, typer.Option(min=1, help="1: greedy search; more: beam search.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest output in tokens (ASR is also capped near the speech length).")] = 128,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest output in tokens (an ASR output is also capped by --asr-slack).")] = 128,
+    asr_slack: Annotated[int, typer.Option(min=0, help="An ASR output has at most as many tokens as the LLM reads in the speech's place (speech vectors, about one per token from a CTC mapper; the text's tokens for transcript and cascade), plus this. Past its speech a weakly attached model runs on ('... great sandwiches who makes great difference'): 1 instead of 8 took the embedded replication's attach WER down 2-4 points (README).")] = 1,
     no_repeat_ngram: Annotated[int, typer.Option(min=0, help="Ban any n-gram of this size from appearing twice in an output (0: off). Small attached models can loop ('on the other hand on the other hand'); 3 cut the quickstart's attach WER by 2 to 12 points (README).")] = 0,
     max_frames: Annotated[int, typer.Option(min=1, help="Batch budget in feature frames.")] = 4000,
     out: Annotated[Optional[Path], typer.Option(help="JSONL file for the rows (id, task, prompt, output); written whole at the end.")] = None,
@@ -284,7 +285,7 @@ def infer(
     check_layout(layout)
     speech_llm = load_model(model, mapper, llm, system, device, layout, token_mix)
     kwargs = dict(task=task, tgt_lang=tgt_lang, question=question, prompt=prompt, max_frames=max_frames,
-                  decoding=Decoding(max_new_tokens, num_beams, no_repeat_ngram))
+                  decoding=Decoding(max_new_tokens, num_beams, no_repeat_ngram, asr_slack))
     rows = (generate_store(speech_llm, store, limit=limit, **kwargs) if store is not None
             else generate_audio(speech_llm, audio, encoder=encoder, **kwargs))
     for row in rows:
@@ -311,7 +312,8 @@ def evaluate(
     comet_model: Annotated[Optional[str], typer.Option(help="COMET for ST: a folder (with checkpoints/model.ckpt), a .ckpt file, a hub id, or 'none'. Default: Unbabel/wmt22-comet-da if it is in the local Hugging Face cache, else COMET is left out (noted). Needs the optional unbabel-comet.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances of each split (quick checks).")] = None,
     num_beams: Annotated[int, typer.Option(min=1, help="1: greedy search; more: beam search.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest output in tokens (ASR is also capped near the speech length).")] = 128,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest output in tokens (an ASR output is also capped by --asr-slack).")] = 128,
+    asr_slack: Annotated[int, typer.Option(min=0, help="An ASR output has at most as many tokens as the LLM reads in the speech's place (speech vectors, about one per token from a CTC mapper; the text's tokens for transcript and cascade), plus this. Past its speech a weakly attached model runs on ('... great sandwiches who makes great difference'): 1 instead of 8 took the embedded replication's attach WER down 2-4 points (README).")] = 1,
     no_repeat_ngram: Annotated[int, typer.Option(min=0, help="Ban any n-gram of this size from appearing twice in an output (0: off). Small attached models can loop ('on the other hand on the other hand'); 3 cut the quickstart's attach WER by 2 to 12 points (README).")] = 0,
     max_frames: Annotated[int, typer.Option(min=1, help="Speech batches: budget in feature frames.")] = 4000,
     batch_size: Annotated[int, typer.Option(min=1, help="Text batches (transcript, cascade, judges): prompts per batch.")] = 16,
@@ -326,7 +328,7 @@ def evaluate(
     from smap.speech_llm import Decoding
 
     splits = suites.select(suite)
-    inference = systems.Inference(Decoding(max_new_tokens, num_beams, no_repeat_ngram), max_frames, batch_size)
+    inference = systems.Inference(Decoding(max_new_tokens, num_beams, no_repeat_ngram, asr_slack), max_frames, batch_size)
     chosen = systems.build([s.strip() for s in system.split(",") if s.strip()], models=model or [],
                            mappers=mapper or [], llm=llm, token_mix=token_mix, asr=asr, asr_data_root=asr_data_root, inference=inference)
     scoring = run.make_scoring(splits, comet_model, systems.judges(judge or [], batch_size))

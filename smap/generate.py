@@ -24,9 +24,10 @@ Generating (each returns rows ``{"id", "task", "prompt", "output"}`` in input or
 `requests` is one `smap.prompts.Request` per input (task, tgt_lang, question, prompt), or None to
 derive them with `request_for` from each record and the defaults given. `decoding`
 (`smap.speech_llm.Decoding`) is batched greedy search (``num_beams=1``) or beam search, with the
-prompt prefix's keys and values computed once (`smap.speech_llm.PromptedLM`). ASR outputs are
-capped at the longest input's number of content vectors plus 8 tokens: a transcript never has
-more tokens than Stage 1's output frames, and the cap stops a looping decoder early.
+prompt prefix's keys and values computed once (`smap.speech_llm.PromptedLM`). Each ASR output is
+capped at its own input's number of content vectors plus `Decoding.asr_slack` tokens: a CTC
+mapper gives about one vector per token, a fixed-ratio one more, and the text path the transcript
+itself, so the cap ends an output that runs on past the speech.
 """
 
 from __future__ import annotations
@@ -44,9 +45,6 @@ from smap.evaluate.suites import question_text
 from smap.llm import load_causal_lm
 from smap.prompts import SPOKEN_QUESTION, Request
 from smap.speech_llm import Decoding, PromptedLM, SpeechLLM
-
-ASR_SLACK = 8
-
 
 def load_model(model: str | Path | None = None, mapper: str | Path | None = None, llm: str | None = None,
                system: str = "default", device: str | None = None, layout: str = "instruction-first",
@@ -83,10 +81,12 @@ def request_for(record: dict, task: str, tgt_lang: str | None = None, question: 
     return Request(task, tgt_lang or record.get("tgt_lang"), question, prompt)
 
 
-def _cap(requests: Sequence[Request], contents: Sequence[torch.Tensor], decoding: Decoding) -> Decoding:
-    if all(r.task == "asr" for r in requests):
-        return replace(decoding, max_new_tokens=min(decoding.max_new_tokens, max(len(c) for c in contents) + ASR_SLACK))
-    return decoding
+def _limits(requests: Sequence[Request], contents: Sequence[torch.Tensor], decoding: Decoding) -> tuple[Decoding, list[int]]:
+    """The batch's decoding, its max_new_tokens lowered to the longest of the examples' own limits,
+    and those limits: an ASR output at most its content vectors + `decoding.asr_slack` tokens."""
+    limits = [min(decoding.max_new_tokens, len(c) + decoding.asr_slack) if r.task == "asr" else decoding.max_new_tokens
+              for r, c in zip(requests, contents)]
+    return replace(decoding, max_new_tokens=max(limits)), limits
 
 
 def _rows(ids, requests, instructions, outputs) -> list[dict]:
@@ -123,8 +123,8 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
     outputs: list[str | None] = [None] * len(ids)
     for chunk, contents in _speech_batches(model, features, max_frames):
         prompts = [model.lm.prompt_ids(instructions[i]) for i in chunk]
-        capped = _cap([requests[i] for i in chunk], contents, decoding)
-        for i, text in zip(chunk, model.lm.generate(contents, prompts, capped)):
+        capped, limits = _limits([requests[i] for i in chunk], contents, decoding)
+        for i, text in zip(chunk, model.lm.generate(contents, prompts, capped, limits)):
             outputs[i] = text
     return _rows(list(ids), requests, instructions, outputs)
 
@@ -193,8 +193,9 @@ def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requ
     outputs: list[str | None] = [None] * len(texts)
     for k in range(0, len(order), batch_size):
         chunk = order[k : k + batch_size]
-        capped = _cap([requests[i] for i in chunk], [contents[i] for i in chunk], decoding)
-        texts_out = lm.generate([contents[i] for i in chunk], [lm.prompt_ids(instructions[i]) for i in chunk], capped)
+        capped, limits = _limits([requests[i] for i in chunk], [contents[i] for i in chunk], decoding)
+        texts_out = lm.generate([contents[i] for i in chunk], [lm.prompt_ids(instructions[i]) for i in chunk], capped,
+                                limits)
         for i, text in zip(chunk, texts_out):
             outputs[i] = text
     return _rows(list(ids), requests, instructions, outputs)

@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, GenerationConfig
+from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from smap.data.store import atomic_write_text
 from smap.llm import load_causal_lm, pad_id_of, resolve
@@ -84,11 +84,13 @@ def check_compatible(mapper: SpeechMapper, llm, tokenizer, llm_spec: str) -> Non
 @dataclass(frozen=True)
 class Decoding:
     """How outputs are decoded: greedy (num_beams=1) or beam search, at most max_new_tokens;
-    no_repeat_ngram > 0 bans any n-gram of that size from appearing twice in an output."""
+    no_repeat_ngram > 0 bans any n-gram of that size from appearing twice in an output; an ASR
+    output has at most its own input's content vectors + asr_slack tokens (`smap.generate`)."""
 
     max_new_tokens: int = 128
     num_beams: int = 1
     no_repeat_ngram: int = 0
+    asr_slack: int = 1
 
 
 @dataclass
@@ -223,8 +225,9 @@ class PromptedLM:
 
     @torch.no_grad()
     def generate(self, contents: list[torch.Tensor], prompts: list[tuple[list[int], list[int]]],
-                 decoding: Decoding = Decoding()) -> list[str]:
-        """The continuation of each prompt, decoded to text."""
+                 decoding: Decoding = Decoding(), limits: list[int] | None = None) -> list[str]:
+        """The continuation of each prompt, decoded to text; `limits`: each example's own
+        maximum of new tokens, under `decoding.max_new_tokens`."""
         batch = len(contents)
         a = self.assemble(contents, prompts, pad_left=True)
         # generate() takes the whole sequence and skips the part already in the cache.
@@ -237,8 +240,27 @@ class PromptedLM:
         cache = self.prefix_cache(batch * decoding.num_beams) if self.use_prefix_cache else None
         with warnings.catch_warnings():  # the n-gram ban covers the output only, as wanted: not a warning here
             warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
-            out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, cache=cache, generation_config=config)
+            processors = LogitsProcessorList([RowLimits(limits, self.format.eos_id, decoding.num_beams)] if limits else [])
+            out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, cache=cache, generation_config=config,
+                                    logits_processor=processors)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+class RowLimits(LogitsProcessor):
+    """Ends each row at its own length: EOS is the only choice once a row has `limits[b]` new
+    tokens. Batched generation shares one max_new_tokens, whereas a transcript's length is bounded
+    per utterance by its speech vectors. Rows are examples, each repeated `num_beams` times."""
+
+    def __init__(self, limits: list[int], eos_id: int, num_beams: int = 1):
+        self.limits = torch.tensor(limits).repeat_interleave(num_beams)
+        self.eos_id = eos_id
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        # With inputs_embeds, input_ids holds the generated tokens only.
+        done = self.limits.to(scores.device) <= input_ids.shape[1]
+        scores[done] = float("-inf")
+        scores[done, self.eos_id] = 0.0
+        return scores
 
 
 def token_mixture(vectors: list[torch.Tensor], table: torch.Tensor, vocab: torch.Tensor, pad_id: int,
@@ -285,6 +307,7 @@ class SpeechLLM(nn.Module):
         super().__init__()
         check_compatible(mapper, lm.llm, lm.tokenizer, settings.llm)
         self.mapper, self.lm, self.settings = mapper, lm, settings
+        self._mix_vocab: torch.Tensor | None = None
 
     @property
     def target_pad_id(self) -> int:
@@ -306,12 +329,15 @@ class SpeechLLM(nn.Module):
     @property
     def mix_vocab(self) -> torch.Tensor:
         """The token ids a mixture is over: the pad and the CTC head's token types (the training
-        transcripts'), else the whole vocabulary."""
+        transcripts'), else the whole vocabulary. Built once per device: every forward reads it."""
         table = self.lm.llm.get_input_embeddings().weight
-        if self.mapper.config.compress != "ctc":
-            return torch.arange(len(table), device=table.device)
-        pad = torch.tensor([self.target_pad_id], device=self.mapper.ctc_tokens.device)
-        return torch.cat([self.mapper.ctc_tokens, pad]).unique().to(table.device)
+        if self._mix_vocab is None or self._mix_vocab.device != table.device:
+            if self.mapper.config.compress != "ctc":
+                self._mix_vocab = torch.arange(len(table), device=table.device)
+            else:
+                pad = torch.tensor([self.target_pad_id], device=self.mapper.ctc_tokens.device)
+                self._mix_vocab = torch.cat([self.mapper.ctc_tokens, pad]).unique().to(table.device)
+        return self._mix_vocab
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, prompts: list[tuple[list[int], list[int]]],
                 responses: list[list[int]], mse_tokens: list[torch.Tensor] | None = None,

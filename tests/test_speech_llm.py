@@ -108,6 +108,19 @@ def test_batched_cached_generation_matches_one_at_a_time_uncached(lm, beams):
     assert batched == alone and any(batched)
 
 
+@pytest.mark.parametrize("beams", [1, 3])
+def test_each_row_stops_at_its_own_limit_as_if_decoded_alone(lm, beams):
+    contents = _contents(lm.llm.config.hidden_size, seed=3)
+    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
+    limits = [2, 7, 4]
+    batched = lm.generate(contents, prompts, Decoding(max_new_tokens=7, num_beams=beams), limits)
+    alone = [lm.generate([c], [p], Decoding(max_new_tokens=n, num_beams=beams))[0]
+             for c, p, n in zip(contents, prompts, limits)]
+    assert batched == alone
+    assert [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) <= n for t, n in zip(batched, limits)] == [True] * 3
+    assert len(set(map(len, batched))) > 1
+
+
 def test_no_repeat_ngram_stops_the_loops_of_greedy_decoding(lm, monkeypatch):
     outputs = []  # the generated ids, seen on their way out of the LLM's generate()
     real = lm.llm.generate
