@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -81,12 +80,9 @@ def request_for(record: dict, task: str, tgt_lang: str | None = None, question: 
     return Request(task, tgt_lang or record.get("tgt_lang"), question, prompt)
 
 
-def _limits(requests: Sequence[Request], contents: Sequence[torch.Tensor], decoding: Decoding) -> tuple[Decoding, list[int]]:
-    """The batch's decoding, its max_new_tokens lowered to the longest of the examples' own limits,
-    and those limits: an ASR output at most its content vectors + `decoding.asr_slack` tokens."""
-    limits = [min(decoding.max_new_tokens, len(c) + decoding.asr_slack) if r.task == "asr" else decoding.max_new_tokens
-              for r, c in zip(requests, contents)]
-    return replace(decoding, max_new_tokens=max(limits)), limits
+def _limits(requests: Sequence[Request], contents: Sequence[torch.Tensor], decoding: Decoding) -> list[int]:
+    """Each example's most new tokens: an ASR output its content vectors + `decoding.asr_slack`."""
+    return [len(c) + decoding.asr_slack if r.task == "asr" else decoding.max_new_tokens for r, c in zip(requests, contents)]
 
 
 def _rows(ids, requests, instructions, outputs) -> list[dict]:
@@ -123,8 +119,8 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
     outputs: list[str | None] = [None] * len(ids)
     for chunk, contents in _speech_batches(model, features, max_frames):
         prompts = [model.lm.prompt_ids(instructions[i]) for i in chunk]
-        capped, limits = _limits([requests[i] for i in chunk], contents, decoding)
-        for i, text in zip(chunk, model.lm.generate(contents, prompts, capped, limits)):
+        limits = _limits([requests[i] for i in chunk], contents, decoding)
+        for i, text in zip(chunk, model.lm.generate(contents, prompts, decoding, limits)):
             outputs[i] = text
     return _rows(list(ids), requests, instructions, outputs)
 
@@ -193,8 +189,8 @@ def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requ
     outputs: list[str | None] = [None] * len(texts)
     for k in range(0, len(order), batch_size):
         chunk = order[k : k + batch_size]
-        capped, limits = _limits([requests[i] for i in chunk], [contents[i] for i in chunk], decoding)
-        texts_out = lm.generate([contents[i] for i in chunk], [lm.prompt_ids(instructions[i]) for i in chunk], capped,
+        limits = _limits([requests[i] for i in chunk], [contents[i] for i in chunk], decoding)
+        texts_out = lm.generate([contents[i] for i in chunk], [lm.prompt_ids(instructions[i]) for i in chunk], decoding,
                                 limits)
         for i, text in zip(chunk, texts_out):
             outputs[i] = text

@@ -227,20 +227,24 @@ class PromptedLM:
     def generate(self, contents: list[torch.Tensor], prompts: list[tuple[list[int], list[int]]],
                  decoding: Decoding = Decoding(), limits: list[int] | None = None) -> list[str]:
         """The continuation of each prompt, decoded to text; `limits`: each example's own
-        maximum of new tokens, under `decoding.max_new_tokens`."""
+        maximum of new tokens (capped at `decoding.max_new_tokens`)."""
         batch = len(contents)
+        limits = [min(n, decoding.max_new_tokens) for n in limits or [decoding.max_new_tokens] * batch]
+        most = max(limits)
         a = self.assemble(contents, prompts, pad_left=True)
         # generate() takes the whole sequence and skips the part already in the cache.
         embeds = torch.cat([self._prefix_embeds(batch), a.embeds], 1)
         mask = torch.cat([a.mask.new_ones(batch, len(self.format.prefix_ids)), a.mask], 1)
         config = GenerationConfig(
-            max_new_tokens=decoding.max_new_tokens, num_beams=decoding.num_beams, do_sample=False,
+            max_new_tokens=most, num_beams=decoding.num_beams, do_sample=False,
             no_repeat_ngram_size=decoding.no_repeat_ngram, eos_token_id=self.format.eos_id, pad_token_id=self.pad_id,
         )
         cache = self.prefix_cache(batch * decoding.num_beams) if self.use_prefix_cache else None
         with warnings.catch_warnings():  # the n-gram ban covers the output only, as wanted: not a warning here
             warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
-            processors = LogitsProcessorList([RowLimits(limits, self.format.eos_id, decoding.num_beams)] if limits else [])
+            # only when some row ends before the batch does
+            ends = [RowLimits(limits, self.format.eos_id, decoding.num_beams)] if min(limits) < most else []
+            processors = LogitsProcessorList(ends)
             out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, cache=cache, generation_config=config,
                                     logits_processor=processors)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
