@@ -23,6 +23,11 @@ console = Console(stderr=True)
 # Shared by pretrain and attach, the two commands that train.
 WORKERS_HELP = ("DataLoader worker processes that read and collate batches beside the training step: worth 2-4 on a "
                 "GPU, where Stage 1 can otherwise wait on data; 0 on a small CPU, where they compete with the step.")
+# Decoding options, shared by infer and evaluate.
+NumBeams = Annotated[int, typer.Option(min=1, help="1: greedy search; more: beam search.")]
+MaxNewTokens = Annotated[int, typer.Option(min=1, help="Longest output in tokens (an ASR output is also capped by --asr-slack).")]
+AsrSlack = Annotated[int, typer.Option(min=0, help="An ASR output has at most as many tokens as the LLM reads in the speech's place (speech vectors, about one per token from a CTC mapper; the text's tokens for transcript and cascade), plus this. Past its speech a weakly attached model runs on ('... great sandwiches who makes great difference'): 1 instead of 8 took the embedded replication's attach WER down 2-4 points (README).")]
+NoRepeatNgram = Annotated[int, typer.Option(min=0, help="Ban any n-gram of this size from appearing twice in an output (0: off). Small attached models can loop ('on the other hand on the other hand'); 3 cut the quickstart's attach WER by 2 to 12 points (README).")]
 
 
 def _version(value: bool) -> None:
@@ -267,10 +272,10 @@ def infer(
     question: Annotated[Optional[str], typer.Option(help="SQA: the question, as text beside the spoken passage.")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="--task free: the instruction itself.")] = None,
     encoder: Annotated[Optional[str], typer.Option(help="With audio files: override the model's encoder spec.")] = None,
-    num_beams: Annotated[int, typer.Option(min=1, help="1: greedy search; more: beam search.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest output in tokens (an ASR output is also capped by --asr-slack).")] = 128,
-    asr_slack: Annotated[int, typer.Option(min=0, help="An ASR output has at most as many tokens as the LLM reads in the speech's place (speech vectors, about one per token from a CTC mapper; the text's tokens for transcript and cascade), plus this. Past its speech a weakly attached model runs on ('... great sandwiches who makes great difference'): 1 instead of 8 took the embedded replication's attach WER down 2-4 points (README).")] = 1,
-    no_repeat_ngram: Annotated[int, typer.Option(min=0, help="Ban any n-gram of this size from appearing twice in an output (0: off). Small attached models can loop ('on the other hand on the other hand'); 3 cut the quickstart's attach WER by 2 to 12 points (README).")] = 0,
+    num_beams: NumBeams = 1,
+    max_new_tokens: MaxNewTokens = 128,
+    asr_slack: AsrSlack = 1,
+    no_repeat_ngram: NoRepeatNgram = 0,
     max_frames: Annotated[int, typer.Option(min=1, help="Batch budget in feature frames.")] = 4000,
     out: Annotated[Optional[Path], typer.Option(help="JSONL file for the rows (id, task, prompt, output); written whole at the end.")] = None,
     device: Annotated[Optional[str], typer.Option(help="'cpu', 'cuda', ... (default: cuda if available).")] = None,
@@ -311,10 +316,10 @@ def evaluate(
     judge: Annotated[Optional[list[str]], typer.Option("--judge", help="Judge LLM spec for spoken-QA accuracy; repeat for several (averaged, as the paper's four). Without one, judged accuracy is left out and librisqa/part1 is skipped.")] = None,
     comet_model: Annotated[Optional[str], typer.Option(help="COMET for ST: a folder (with checkpoints/model.ckpt), a .ckpt file, a hub id, or 'none'. Default: Unbabel/wmt22-comet-da if it is in the local Hugging Face cache, else COMET is left out (noted). Needs the optional unbabel-comet.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances of each split (quick checks).")] = None,
-    num_beams: Annotated[int, typer.Option(min=1, help="1: greedy search; more: beam search.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest output in tokens (an ASR output is also capped by --asr-slack).")] = 128,
-    asr_slack: Annotated[int, typer.Option(min=0, help="An ASR output has at most as many tokens as the LLM reads in the speech's place (speech vectors, about one per token from a CTC mapper; the text's tokens for transcript and cascade), plus this. Past its speech a weakly attached model runs on ('... great sandwiches who makes great difference'): 1 instead of 8 took the embedded replication's attach WER down 2-4 points (README).")] = 1,
-    no_repeat_ngram: Annotated[int, typer.Option(min=0, help="Ban any n-gram of this size from appearing twice in an output (0: off). Small attached models can loop ('on the other hand on the other hand'); 3 cut the quickstart's attach WER by 2 to 12 points (README).")] = 0,
+    num_beams: NumBeams = 1,
+    max_new_tokens: MaxNewTokens = 128,
+    asr_slack: AsrSlack = 1,
+    no_repeat_ngram: NoRepeatNgram = 0,
     max_frames: Annotated[int, typer.Option(min=1, help="Speech batches: budget in feature frames.")] = 4000,
     batch_size: Annotated[int, typer.Option(min=1, help="Text batches (transcript, cascade, judges): prompts per batch.")] = 16,
 ):

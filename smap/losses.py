@@ -49,6 +49,14 @@ def pad_targets(
     return PadTargets(F.embedding(ids, embedding), weight, n_cut, ids, content)
 
 
+def content_length(is_pad: torch.Tensor) -> int:
+    """is_pad (frames',) bool: which of one output's vectors read as the pad token -> how many come
+    before the first that does. Stage 1 pads its targets with the pad embedding, so that is where
+    the mapper says the transcript ends."""
+    pads = is_pad.nonzero()
+    return int(pads[0, 0]) if len(pads) else len(is_pad)
+
+
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Pad-weighted MSE of SpeechMapper's Stage 1.
 

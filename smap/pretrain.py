@@ -30,7 +30,7 @@ from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, eval
 from smap.data.store import atomic_write_text, open_stores
 from smap.evaluate.metrics import wer
 from smap.llm import LLMEmbeddings, load_embeddings, tokenizer_fingerprint
-from smap.losses import cosine_token_ce, pad_targets, weighted_mse
+from smap.losses import content_length, cosine_token_ce, pad_targets, weighted_mse
 from smap.mapper import COMPRESSIONS, MapperConfig, SpeechMapper, preset
 from smap.text import normalize
 from smap.training import LoopConfig, console, fit, make_accelerator
@@ -60,8 +60,8 @@ def nearest_tokens(pred: torch.Tensor, length: int, unit_embedding: torch.Tensor
     """Decode one output (frames', dim) by cosine-nearest token embedding, up to the first pad;
     unit_embedding (vocab, dim): the embedding matrix with L2-normalised rows."""
     sims = F.normalize(pred[:length].float(), dim=-1) @ unit_embedding.T
-    ids = sims.argmax(-1).tolist()
-    return ids[: ids.index(pad_id)] if pad_id in ids else ids
+    ids = sims.argmax(-1)
+    return ids[: content_length(ids == pad_id)].tolist()
 
 
 def token_hits(hyp: list[int], ref: list[int]) -> tuple[int, int]:

@@ -46,10 +46,9 @@ from torch import nn
 from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from smap.data.store import atomic_write_text
-from smap.llm import load_causal_lm, pad_id_of, resolve
-from smap.losses import pad_targets, response_ce, weighted_mse
+from smap.llm import load_causal_lm, pad_id_of, resolve, tokenizer_fingerprint
+from smap.losses import content_length, pad_targets, response_ce, weighted_mse
 from smap.mapper import MapperOutput, SpeechMapper
-from smap.llm import tokenizer_fingerprint
 from smap.prompts import PromptFormat
 
 MODEL_FILE = "smap_model.json"
@@ -284,9 +283,7 @@ def token_mixture(vectors: list[torch.Tensor], table: torch.Tensor, vocab: torch
     is_pad = vocab[sims.argmax(-1)] == pad_id
     out, start = [], 0
     for v in vectors:
-        pads = is_pad[start : start + len(v)].nonzero()
-        n = int(pads[0, 0]) if len(pads) else len(v)
-        out.append(mixed[start : start + n])
+        out.append(mixed[start : start + content_length(is_pad[start : start + len(v)])])
         start += len(v)
     return out
 

@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from smap.losses import cosine_token_ce, ctc_align, ctc_loss, pad_targets, response_ce, weighted_mse
+from smap.losses import content_length, cosine_token_ce, ctc_align, ctc_loss, pad_targets, response_ce, weighted_mse
 
 
 def test_pad_targets_and_weighted_mse_match_a_hand_computation():
@@ -24,6 +24,14 @@ def test_pad_targets_and_weighted_mse_match_a_hand_computation():
     # per-position means: utt0 [(1+0)/2, (0+4)/2, (1+1)/2] = [0.5, 2, 1]; utt1 [(9+9)/2, (1+0)/2] = [9, 0.5]
     expected = (5 * 0.5 + 5 * 2 + 1 * 1 + 5 * 9 + 5 * 0.5) / (5 + 5 + 1 + 5 + 5)
     assert abs(weighted_mse(pred, tg.target, tg.weight).item() - expected) < 1e-6
+
+
+def test_content_length_ends_an_output_at_its_first_pad():
+    # what Stage 1 was taught: the transcript, then pads; a pad mid-way ends it there
+    assert content_length(torch.tensor([False, False, True, False, True])) == 2
+    assert content_length(torch.tensor([True, False])) == 0
+    assert content_length(torch.tensor([False, False, False])) == 3  # no pad: every vector is content
+    assert content_length(torch.zeros(0, dtype=torch.bool)) == 0
 
 
 def test_alpha_weighs_content_against_pad():
