@@ -20,7 +20,7 @@ def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_pa
     for split in ("train", "dev", "test", "everyday", "train-qa", "test-qa"):
         assert (work / "data" / "tts" / split / "store.json").is_file(), split
     report = json.loads((work / "data" / "tts" / "train" / "prepare_report.json").read_text())
-    assert report["stored"] == 200 and report["finished"]
+    assert report["stored"] == 1000 and report["finished"]
     assert (work / "pretrain" / "mapper" / "model.safetensors").is_file()
     assert json.loads((work / "pretrain" / "pretrain_report.json").read_text())["config"]["ctc_align"]
     for name in ("ce", "ce-mse"):
