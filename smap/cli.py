@@ -100,7 +100,7 @@ def prepare(
     tts_test: Annotated[int, typer.Option(min=0, help="tts: test sentences (held-out sentences and voices).")] = 300,
     voices_per_sentence: Annotated[int, typer.Option(min=1, help="tts: voices speaking each training sentence.")] = 1,
     voices_per_question: Annotated[int, typer.Option(min=1, help="tts: voices speaking each training question (train-qa).")] = 8,
-    vocab: Annotated[int, typer.Option(min=0, help="tts: keep only sentences whose words are all among the N most frequent of the text (0: no limit; 5000 keeps ~10k sentences).")] = 5000,
+    vocab: Annotated[int, typer.Option(min=0, help="tts: held-out sentences use only the N most frequent words of the text, and so do training sentences while there are any (~9.8k at 5000); more training sentences come from the rest, the commonest words first (0: no limit).")] = 5000,
     qa_vocab_voices: Annotated[int, typer.Option(min=0, help="tts: add to train the sentences of smap/resources/qa_vocabulary_sentences.txt, written to use the spoken questions' words that the WordNet text lacks (countries, months, animals...), each in N training voices (0: not added). Every split must be prepared with the same value.")] = 0,
     accents: Annotated[str, typer.Option(help="tts: comma list of eSpeak English accents: en-us (Whisper tiny.en's best), en-us-nyc, en, en-gb-x-rp, en-gb-x-gbclan, en-029, en-gb-scotland. Each is spoken by 16 training and 4 held-out voice variants.")] = "en-us",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances (a quick try).")] = None,

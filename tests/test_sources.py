@@ -65,8 +65,18 @@ def test_tts_has_thousands_of_training_sentences_and_spoken_questions():
     assert rec["answer"] == full["test-qa"][0].answer and "question" not in rec
     stats = describe(full)
     assert stats["test"]["train_word_coverage"] > 0.9  # vocab=5000: test words the training text covers
-    with pytest.raises(ValueError, match="only .* have all their words in the top 5000"):
-        plan(CorpusConfig(train=50000))
+    # Past the ~9.8k sentences of the 5,000 commonest words, training text goes on with rarer ones:
+    # the held-out splits do not move and the smaller corpus is a prefix of the larger.
+    larger = plan(CorpusConfig(train=20000))
+    assert larger["train"][:8000] == full["train"] and all(larger[s] == full[s] for s in SPLITS if s != "train")
+    assert len({normalize(u.text) for u in larger["train"]}) == 20000
+    assert not {normalize(u.text) for u in larger["train"]} & {normalize(u.text) for s in SPLITS if s != "train"
+                                                             for u in larger[s]}
+    assert describe(larger)["test-qa"]["train_word_coverage"] > stats["test-qa"]["train_word_coverage"]
+    with pytest.raises(ValueError, match="40000 training sentences asked but the WordNet text holds"):
+        plan(CorpusConfig(train=40000))
+    with pytest.raises(ValueError, match="only .* have all their words in the top 50"):
+        plan(CorpusConfig(vocab=50))
 
 
 def test_tts_question_vocabulary_sentences_cover_the_questions_and_only_add_to_train():

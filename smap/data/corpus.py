@@ -88,9 +88,11 @@ class Utterance:
 class CorpusConfig:
     """Sizes are numbers of sentences; a training sentence is spoken `voices_per_sentence` times.
 
-    vocab: keep only WordNet sentences whose words are all among the `vocab` most frequent words of
-    the WordNet text (None: no limit). A smaller vocabulary means fewer rare words to learn and
-    test sentences whose words the training text covers; 5000 keeps about 10k sentences.
+    vocab: held-out sentences (dev, test) use only the `vocab` most frequent words of the WordNet
+    text (None: no limit), and so do training sentences while there are any (about 9.8k at 5000):
+    fewer rare words to learn, and test sentences whose words the training text covers. A larger
+    `train` goes on with the other sentences, those whose rarest word is commonest first, so that
+    asking for more training text never moves the test sentences.
     qa_vocab_voices: training voices speaking each question-vocabulary sentence, appended to train
     (0: none). The train utterances before them do not change.
     """
@@ -144,13 +146,27 @@ def _wordnet() -> tuple[tuple[str, str], ...]:
     return tuple((s, normalize(s)) for s in read_lines("wordnet_sentences.txt"))
 
 
-def _common_words(vocab: int | None) -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=1)
+def _rarest_word_ranks() -> tuple[int, ...]:
+    """Per WordNet sentence, the frequency rank in the WordNet text (1: the most frequent word) of
+    its rarest word."""
     pairs = _wordnet()
-    if vocab is None:
-        return list(pairs)
     counts = collections.Counter(w for _, n in pairs for w in n.split())
-    keep = {w for w, _ in counts.most_common(vocab)}
-    return [(s, n) for s, n in pairs if all(w in keep for w in n.split())]
+    rank = {w: i for i, (w, _) in enumerate(counts.most_common(), 1)}
+    return tuple(max((rank[w] for w in n.split()), default=0) for _, n in pairs)
+
+
+def _common_words(vocab: int | None) -> list[tuple[str, str]]:
+    """(sentence, normalised) pairs whose words are all among the `vocab` most frequent (None: all)."""
+    return [p for p, k in zip(_wordnet(), _rarest_word_ranks()) if vocab is None or k <= vocab]
+
+
+def _rarer_words(vocab: int, seed: int) -> list[tuple[str, str]]:
+    """The pairs `_common_words(vocab)` leaves out, those whose rarest word is commonest first (ties
+    in a seeded order)."""
+    rest = [(k, p) for p, k in zip(_wordnet(), _rarest_word_ranks()) if k > vocab]
+    random.Random(f"smap-tts-{seed}-rarer").shuffle(rest)
+    return [p for _, p in sorted(rest, key=lambda kp: kp[0])]
 
 
 def plan(config: CorpusConfig = CorpusConfig()) -> dict[str, list[Utterance]]:
@@ -162,13 +178,18 @@ def plan(config: CorpusConfig = CorpusConfig()) -> dict[str, list[Utterance]]:
     reserved = {normalize(s) for s in everyday + qa_vocab} | {normalize(r["question"]) for r in qa}
     pool = [s for s, n in _common_words(config.vocab) if n not in reserved]
     rng.shuffle(pool)
-    need = config.test + config.dev + config.train
-    if need > len(pool):
-        raise ValueError(f"tts corpus: {need} WordNet sentences asked (train {config.train}, dev {config.dev}, "
-                         f"test {config.test}) but only {len(pool)} have all their words in the top "
-                         f"{config.vocab} (vocab); ask for fewer or raise vocab")
+    held_out = config.test + config.dev
+    if held_out > len(pool):
+        raise ValueError(f"tts corpus: {held_out} held-out WordNet sentences asked (dev {config.dev}, test "
+                         f"{config.test}) but only {len(pool)} have all their words in the top {config.vocab} "
+                         f"(vocab); ask for fewer or raise vocab")
     # Test first, so that the test sentences stay the same when the training size changes.
-    test, dev, train = pool[: config.test], pool[config.test: config.test + config.dev], pool[config.test + config.dev: need]
+    test, dev, train = pool[: config.test], pool[config.test: held_out], pool[held_out: held_out + config.train]
+    if len(train) < config.train and config.vocab is not None:
+        train += [s for s, n in _rarer_words(config.vocab, config.seed) if n not in reserved][: config.train - len(train)]
+    if len(train) < config.train:
+        raise ValueError(f"tts corpus: {config.train} training sentences asked but the WordNet text holds "
+                         f"{len(train)} besides the held-out ones; ask for fewer")
     rng.shuffle(everyday)
     everyday = everyday[: config.everyday]
     by_category: dict[str, list[dict]] = collections.defaultdict(list)
