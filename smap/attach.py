@@ -33,7 +33,7 @@ from smap.data.store import atomic_write_text, open_stores
 from smap.evaluate.metrics import wer
 from smap.generate import generate_features, request_for
 from smap.mapper import SpeechMapper, mapper_folder
-from smap.prompts import check_layout
+from smap.prompts import DEFAULT_LAYOUT, check_layout
 from smap.speech_llm import Decoding, ModelMismatchError, ModelSettings, SpeechLLM, stable_spec
 from smap.text import normalize
 from smap.training import LoopConfig, console, fit, make_accelerator
@@ -54,7 +54,7 @@ class AttachConfig(LoopConfig):
     mse_weight: float = 0.0
     alpha: float = 5.0
     system: str = "default"
-    layout: str = "instruction-first"  # where the instruction goes (`smap.prompts.LAYOUTS`)
+    layout: str = DEFAULT_LAYOUT  # where the instruction goes (`smap.prompts.LAYOUTS`)
     phrasings: int = 0  # train with the first N phrasings of each instruction (0: all)
     asr_target: str = "normalized"
     token_mix: float = 0.0  # > 0: the LLM reads token mixtures of the mapper's vectors (`smap.speech_llm.token_mixture`)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from smap.prompts import SPOKEN_QUESTION
+from smap.prompts import DEFAULT_LAYOUT, SPOKEN_QUESTION
 
 app = typer.Typer(
     name="smap",
@@ -212,7 +212,7 @@ def attach(
     mse_weight: Annotated[float, typer.Option(min=0.0, help="sigma in CE + sigma x Stage-1 MSE towards the transcript's token embeddings (0: CE only; the paper warns that 0.8 confused SQA with ASR).")] = 0.0,
     alpha: Annotated[float, typer.Option(min=0.0, help="Weight of content against pad positions in that MSE, as in Stage 1.")] = 5.0,
     system: Annotated[str, typer.Option(help="System message: 'default' (the chat template's own), 'short' (one line, cheaper on a CPU) or any text. Recorded in the model folder.")] = "default",
-    layout: Annotated[str, typer.Option(help="Where the instruction goes in the user turn: 'instruction-first' (the instruction, then the speech: a small chat LLM then repeats rather than answers; README) or 'speech-first'. Recorded in the model folder.")] = "instruction-first",
+    layout: Annotated[str, typer.Option(help="The user turn: 'quoted' (the instruction, then the speech, in double quotes for ASR: a small chat LLM then repeats rather than answers; README), 'instruction-first' (the same, never quoted) or 'speech-first'. Recorded in the model folder.")] = DEFAULT_LAYOUT,
     token_mix: Annotated[float, typer.Option(min=0.0, help="Not in the paper: the LLM reads each speech vector as a mixture of token embeddings, softmax(TOKEN_MIX x cosine) over the CTC head's token types (or the whole vocabulary) and the pad, up to the first vector nearest the pad; 0: the vectors themselves (paper). 100 is almost the nearest token: the LLM reads text from the first step, and the quickstart's attach CE + MSE went from 62.9 to 46.1 WER on tts/test (README). Train it with a low --lr (5e-5: 5e-4 undid Stage 1). Recorded in the model folder.")] = 0.0,
     phrasings: Annotated[int, typer.Option(min=0, help="Train with the first N phrasings of each task's instruction, one drawn per example (0: all; the paper uses several so that no prompt is memorised). The ASR phrasings are ordered by how well SmolLM2-135M follows them given the transcript as text (README).")] = 0,
     asr_target: Annotated[str, typer.Option(help="ASR responses: 'normalized' (lower-case, no punctuation, as Stage 1's targets) or 'raw' transcripts.")] = "normalized",
@@ -263,7 +263,7 @@ def infer(
     mapper: Annotated[Optional[Path], typer.Option(help="Instead of --model: a Stage-1 mapper folder (or pretrain run folder), used zero-shot with --llm.")] = None,
     llm: Annotated[Optional[str], typer.Option(help="With --mapper: the frozen LLM spec (default: the one the mapper was pretrained for).")] = None,
     system: Annotated[str, typer.Option(help="With --mapper: system message, 'default', 'short' or any text (a model folder records its own).")] = "default",
-    layout: Annotated[str, typer.Option(help="With --mapper: 'instruction-first' or 'speech-first', where the instruction goes (a model folder records its own).")] = "instruction-first",
+    layout: Annotated[str, typer.Option(help="With --mapper: 'quoted', 'instruction-first' or 'speech-first', the user turn's layout (`smap attach --layout`; a model folder records its own).")] = DEFAULT_LAYOUT,
     token_mix: Annotated[float, typer.Option(min=0.0, help="With --mapper: the LLM reads token mixtures of this sharpness (`smap attach --token-mix`; 0: the vectors; a model folder records its own).")] = 0.0,
     store: Annotated[Optional[Path], typer.Option(help="Instead of audio files: a prepared feature store (from `smap prepare`).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="With --store: only the first N utterances.")] = None,

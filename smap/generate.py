@@ -42,11 +42,11 @@ from smap.data.batching import BucketBatchSampler
 from smap.data.store import FeatureStore, atomic_write_text
 from smap.evaluate.suites import question_text
 from smap.llm import load_causal_lm
-from smap.prompts import SPOKEN_QUESTION, Request
+from smap.prompts import DEFAULT_LAYOUT, SPOKEN_QUESTION, Request
 from smap.speech_llm import Decoding, PromptedLM, SpeechLLM
 
 def load_model(model: str | Path | None = None, mapper: str | Path | None = None, llm: str | None = None,
-               system: str = "default", device: str | None = None, layout: str = "instruction-first",
+               system: str = "default", device: str | None = None, layout: str = DEFAULT_LAYOUT,
                token_mix: float = 0.0) -> SpeechLLM:
     """A speech LLM from a model folder (its own prompt settings), or from a Stage-1 mapper and an
     LLM spec (`system`, `layout` and `token_mix`)."""
@@ -61,7 +61,7 @@ def load_model(model: str | Path | None = None, mapper: str | Path | None = None
 
 
 def load_text_lm(llm: str, system: str = "default", device: str | None = None,
-                 layout: str = "instruction-first") -> PromptedLM:
+                 layout: str = DEFAULT_LAYOUT) -> PromptedLM:
     """The frozen LLM with the speech LLM's prompt format, for text input (`generate_text`)."""
     model, tokenizer = load_causal_lm(llm)
     lm = PromptedLM(model, tokenizer, system, layout=layout)

@@ -1,7 +1,10 @@
 """Instructions and chat-template rendering for the speech LLM.
 
 Every prompt is the LLM's own chat template around one user turn that holds the instruction and
-the speech, in the order of the layout (``instruction-first`` by default)::
+the speech, in the order of the layout (``quoted`` by default)::
+
+    quoted: as instruction-first, and the speech of an ASR prompt in double quotes:
+    <template up to the user content> <instruction>\n" [speech vectors] "<end of turn, assistant header>
 
     instruction-first:
     <template up to the user content> <instruction>\n [speech vectors] <end of turn, assistant header>
@@ -20,6 +23,13 @@ Why instruction first: a small chat LLM reads what follows an instruction to rep
 repeat, and a message before the instruction as something to answer. Given 100 held-out sentences
 as text, SmolLM2-135M-Instruct repeats them at 13.5% WER instruction first against 38.8% speech
 first (each with its best phrasing), and an attached mapper inherits the habit (README).
+
+Why quoted: quotes mark text to repeat, not a message to answer ("Can you help me carry this
+table" -> "I'm here to help you carry this"). Given 150 held-out sentences as text, SmolLM2-135M
+repeats them at 4.7% WER quoted against 7.5% bare, and Stage 1's nearest-token reading of them at
+26.2% against 31.0% (everyday sentences: 5.2 against 11.1, 26.7 against 29.4). A spoken question
+is a message to answer: quoted, the LLM answered 23 of 58 held-out questions given as text against
+28, so only the ASR phrasings quote the speech.
 
 Tasks: ``asr`` (transcribe), ``st`` (translate into ``tgt_lang``), ``sqa`` (answer ``question``,
 given as text beside the spoken passage) and ``free`` (the user's own ``prompt``). A spoken question
@@ -78,13 +88,14 @@ LANGUAGES = {
 # Stands where the speech goes; never tokenised (the rendered text is split at it).
 PLACEHOLDER = "<|speech|>"
 
-LAYOUTS = ("instruction-first", "speech-first")
+LAYOUTS = ("quoted", "instruction-first", "speech-first")
+DEFAULT_LAYOUT = LAYOUTS[0]
 
 
 def check_layout(layout: str) -> None:
     """Refuse an unknown `--layout` before anything heavy is loaded."""
     if layout not in LAYOUTS:
-        raise PromptError(f"--layout must be {' or '.join(LAYOUTS)}, not {layout!r}")
+        raise PromptError(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
 
 # For tokenizers without a chat template (base models): plain role lines.
 FALLBACK_TEMPLATE = (
@@ -142,7 +153,7 @@ class PromptFormat:
     `response_ids(text)` is the target followed by EOS.
     """
 
-    def __init__(self, tokenizer, system: str = "default", layout: str = "instruction-first"):
+    def __init__(self, tokenizer, system: str = "default", layout: str = DEFAULT_LAYOUT):
         if layout not in LAYOUTS:
             raise PromptError(f"unknown prompt layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         self.tokenizer, self.system, self.layout = tokenizer, system, layout
@@ -168,7 +179,10 @@ class PromptFormat:
         return before, after
 
     def _content(self, instruction: str) -> str:
-        return f"{instruction}\n{PLACEHOLDER}" if self.layout == "instruction-first" else f"{PLACEHOLDER}\n{instruction}"
+        if self.layout == "speech-first":
+            return f"{PLACEHOLDER}\n{instruction}"
+        quoted = self.layout == "quoted" and instruction in INSTRUCTIONS["asr"]
+        return f'{instruction}\n"{PLACEHOLDER}"' if quoted else f"{instruction}\n{PLACEHOLDER}"
 
     def _split(self, instruction: str) -> tuple[str, str]:
         before, after = self._template(self._content(instruction))

@@ -49,7 +49,7 @@ from smap.data.store import atomic_write_text
 from smap.llm import load_causal_lm, pad_id_of, resolve, tokenizer_fingerprint
 from smap.losses import content_length, pad_targets, response_ce, weighted_mse
 from smap.mapper import MapperOutput, SpeechMapper
-from smap.prompts import PromptFormat
+from smap.prompts import DEFAULT_LAYOUT, PromptFormat
 
 MODEL_FILE = "smap_model.json"
 MAPPER_DIR = "mapper"
@@ -111,7 +111,7 @@ class PromptedLM:
     """
 
     def __init__(self, llm, tokenizer, system: str = "default", prefix_cache: bool = True,
-                 logits_at_labels: bool = True, layout: str = "instruction-first"):
+                 logits_at_labels: bool = True, layout: str = DEFAULT_LAYOUT):
         self.llm, self.tokenizer = llm, tokenizer
         self.format = PromptFormat(tokenizer, system, layout)
         self.use_prefix_cache = prefix_cache
@@ -295,7 +295,7 @@ class ModelSettings:
     llm: str
     encoder: str | None = None
     system: str = "default"
-    layout: str = "instruction-first"  # where the instruction goes (`smap.prompts.LAYOUTS`)
+    layout: str = DEFAULT_LAYOUT  # where the instruction goes (`smap.prompts.LAYOUTS`)
     asr_target: str = "normalized"  # ASR responses: "normalized" (as Stage 1's targets) or "raw"
     token_mix: float = 0.0  # > 0: the LLM reads `token_mixture`s of this sharpness; 0: the vectors (paper)
     provenance: dict = field(default_factory=dict)
@@ -404,7 +404,7 @@ class SpeechLLM(nn.Module):
 
     @classmethod
     def from_mapper(cls, mapper_dir: str | Path, llm: str | None = None, system: str = "default",
-                    dtype: torch.dtype = torch.float32, layout: str = "instruction-first", token_mix: float = 0.0,
+                    dtype: torch.dtype = torch.float32, layout: str = DEFAULT_LAYOUT, token_mix: float = 0.0,
                     **kwargs) -> SpeechLLM:
         """A Stage-1 mapper used straight away with a frozen LLM (default: the one it was trained for)."""
         mapper = SpeechMapper.from_pretrained(mapper_dir)

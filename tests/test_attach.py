@@ -234,7 +234,7 @@ def test_help_explains_every_option():
     ({"mapper_input": 24}, "features of dim 16, the mapper takes 24"),
     ({"--mode": "task"}, "hold no ST (translation) or SQA"),
     ({"--mode": "chat"}, "--mode must be asr or task"),
-    ({"--layout": "audio-last"}, "--layout must be instruction-first or speech-first, not 'audio-last'"),
+    ({"--layout": "audio-last"}, "--layout must be one of quoted, instruction-first, speech-first, not 'audio-last'"),
 ])
 def test_bad_input_is_one_line_nonzero_and_writes_no_model(tmp_path, setup, tiny_llama, change, message):
     train, valid, _ = setup

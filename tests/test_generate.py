@@ -109,7 +109,7 @@ def test_help_explains_every_option():
     ("no_tgt_lang", "task 'st' needs a target language"),
     ("not_a_model", "not a smap model folder"),
     ("both_inputs", "give audio files or --store, not both"),
-    ("bad_layout", "--layout must be instruction-first or speech-first, not 'audio-last'"),
+    ("bad_layout", "--layout must be one of quoted, instruction-first, speech-first, not 'audio-last'"),
 ])
 def test_errors_are_one_line_nonzero_and_write_nothing(tmp_path, sentences, model_dir, tiny_llama, case, message):
     store = write_store(tmp_path / "s", sentences[:2])

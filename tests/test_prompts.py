@@ -3,7 +3,8 @@ import random
 import pytest
 
 from conftest import make_tokenizer
-from smap.prompts import INSTRUCTIONS, LAYOUTS, PLACEHOLDER, PromptError, PromptFormat, Request, language_name
+from smap.prompts import (INSTRUCTIONS, LAYOUTS, PLACEHOLDER, SPOKEN_QUESTION, PromptError, PromptFormat, Request,
+                          language_name)
 
 
 def test_every_task_has_several_phrasings_and_training_draws_them_all():
@@ -55,7 +56,7 @@ def test_prefix_is_shared_and_prompt_tokens_match_the_rendered_template(layout):
 
 def test_the_instruction_comes_before_the_speech_unless_told_otherwise():
     tok = make_tokenizer()
-    first, speech_first = PromptFormat(tok), PromptFormat(tok, layout="speech-first")
+    first, speech_first = PromptFormat(tok, layout="instruction-first"), PromptFormat(tok, layout="speech-first")
     rendered = first.render("what is it", speech="SPEECH")
     assert rendered.index("what is it") < rendered.index("SPEECH")
     rendered = speech_first.render("what is it", speech="SPEECH")
@@ -64,6 +65,21 @@ def test_the_instruction_comes_before_the_speech_unless_told_otherwise():
     assert tok.decode(first.around("what is it")[0]).strip() == "what is it"
     with pytest.raises(PromptError, match="unknown prompt layout 'audio-last'"):
         PromptFormat(tok, layout="audio-last")
+
+
+def test_the_default_layout_quotes_the_speech_of_asr_prompts_only():
+    tok = make_tokenizer()
+    quoted, bare = PromptFormat(tok), PromptFormat(tok, layout="instruction-first")
+    assert quoted.layout == "quoted"
+    for asr in INSTRUCTIONS["asr"]:
+        assert f'{asr}\n"SPEECH"' in quoted.render(asr, speech="SPEECH")
+        assert f"{asr}\nSPEECH" in bare.render(asr, speech="SPEECH")
+    # A spoken question is a message to answer, and a user's own prompt is left as written.
+    for other in (SPOKEN_QUESTION, Request("st", tgt_lang="de").instruction(), "Summarise the talk."):
+        assert quoted.render(other, speech="SPEECH") == bare.render(other, speech="SPEECH")
+    # The prefix is shared; the quotes are in the ids around the speech.
+    assert quoted.prefix_ids == bare.prefix_ids
+    assert quoted.around(INSTRUCTIONS["asr"][0]) != bare.around(INSTRUCTIONS["asr"][0])
 
 
 def test_system_options_change_only_the_prefix():

@@ -250,7 +250,7 @@ def test_model_folder_round_trip(tmp_path, tiny_llama):
     (tmp_path / "m" / MODEL_FILE).write_text(json.dumps({k: v for k, v in manifest.items() if k not in ("layout", "token_mix")}))
     assert read_settings(tmp_path / "m").layout == "speech-first"
     assert read_settings(tmp_path / "m").token_mix == 0.0
-    assert ModelSettings(llm="x").layout == "instruction-first"
+    assert ModelSettings(llm="x").layout == "quoted"
     for (n, p), (_, q) in zip(model.mapper.state_dict().items(), again.mapper.state_dict().items()):
         assert torch.equal(p, q), n
     with pytest.raises(FileNotFoundError, match="not a smap model folder"):
