@@ -21,7 +21,7 @@ from pathlib import Path
 from smap.evaluate.metrics import answers_found, wer
 from smap.generate import generate_text, load_text_lm
 from smap.prompts import LAYOUTS, SPOKEN_QUESTION, Request
-from smap.speech_llm import Decoding
+from smap.speech_llm import Decoding, PromptedLM
 
 
 def read_jsonl(path: Path, limit: int | None) -> list[dict]:
@@ -38,19 +38,25 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N utterances per split")
     args = ap.parse_args()
 
+    # Per ASR split: ids, references, and the texts to read (the transcript, then --read's outputs).
+    splits = {}
+    for split in args.asr_splits.split(","):
+        gold = read_jsonl(args.outputs / split / "transcript.jsonl", args.limit)
+        read = {r["id"]: r["output"] for r in read_jsonl(args.outputs / split / f"{args.read}.jsonl", None)}
+        refs = [r["text"] for r in gold]
+        splits[split] = ([r["id"] for r in gold], refs, {"transcript": refs, args.read: [read[r["id"]] for r in gold]})
+    questions = read_jsonl(args.outputs / "test-qa" / "transcript.jsonl", args.limit)
+
     decoding = Decoding(no_repeat_ngram=3)
+    loaded = load_text_lm(args.llm, system="short")
     results = []
     for layout in LAYOUTS:
-        lm = load_text_lm(args.llm, system="short", layout=layout)
+        lm = PromptedLM(loaded.llm, loaded.tokenizer, "short", layout=layout)  # one LLM, each layout's prompts
         row = {"layout": layout}
-        for split in args.asr_splits.split(","):
-            gold = read_jsonl(args.outputs / split / "transcript.jsonl", args.limit)
-            refs = [r["text"] for r in gold]
-            read = {r["id"]: r["output"] for r in read_jsonl(args.outputs / split / f"{args.read}.jsonl", None)}
-            for name, texts in (("transcript", refs), (args.read, [read[r["id"]] for r in gold])):
-                out = generate_text(lm, [r["id"] for r in gold], texts, [Request("asr")] * len(gold), decoding=decoding)
+        for split, (ids, refs, inputs) in splits.items():
+            for name, texts in inputs.items():
+                out = generate_text(lm, ids, texts, [Request("asr")] * len(ids), decoding=decoding)
                 row[f"{split} WER, {name}"] = round(wer(refs, [o["output"] for o in out]), 1)
-        questions = read_jsonl(args.outputs / "test-qa" / "transcript.jsonl", args.limit)
         out = generate_text(lm, [r["id"] for r in questions], [r["text"] for r in questions],
                             [Request("free", prompt=SPOKEN_QUESTION)] * len(questions), decoding=decoding)
         found = answers_found([r["answer"] for r in questions], [o["output"] for o in out])

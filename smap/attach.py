@@ -54,7 +54,7 @@ class AttachConfig(LoopConfig):
     mse_weight: float = 0.0
     alpha: float = 5.0
     system: str = "default"
-    layout: str = DEFAULT_LAYOUT  # where the instruction goes (`smap.prompts.LAYOUTS`)
+    layout: str = DEFAULT_LAYOUT  # the user turn: instruction and speech (`smap.prompts.LAYOUTS`)
     phrasings: int = 0  # train with the first N phrasings of each instruction (0: all)
     asr_target: str = "normalized"
     token_mix: float = 0.0  # > 0: the LLM reads token mixtures of the mapper's vectors (`smap.speech_llm.token_mixture`)

@@ -25,11 +25,11 @@ as text, SmolLM2-135M-Instruct repeats them at 13.5% WER instruction first again
 first (each with its best phrasing), and an attached mapper inherits the habit (README).
 
 Why quoted: quotes mark text to repeat, not a message to answer ("Can you help me carry this
-table" -> "I'm here to help you carry this"). Given 150 held-out sentences as text, SmolLM2-135M
-repeats them at 4.7% WER quoted against 7.5% bare, and Stage 1's nearest-token reading of them at
-26.2% against 31.0% (everyday sentences: 5.2 against 11.1, 26.7 against 29.4). A spoken question
-is a message to answer: quoted, the LLM answered 23 of 58 held-out questions given as text against
-28, so only the ASR phrasings quote the speech.
+table" -> "I'm here to help you carry this"). Given 300 held-out sentences as text, SmolLM2-135M
+repeats them at 3.9% WER quoted against 7.6% bare, and Stage 1's nearest-token reading of them at
+27.1% against 31.7% (everyday sentences: 5.2 against 11.1, 26.7 against 29.4;
+benchmarks/prompt_layouts.py). A spoken question is a message to answer: quoted, the LLM answered
+23 of 58 held-out questions given as text against 28, so only the ASR phrasings quote the speech.
 
 Tasks: ``asr`` (transcribe), ``st`` (translate into ``tgt_lang``), ``sqa`` (answer ``question``,
 given as text beside the spoken passage) and ``free`` (the user's own ``prompt``). A spoken question

@@ -295,7 +295,7 @@ class ModelSettings:
     llm: str
     encoder: str | None = None
     system: str = "default"
-    layout: str = DEFAULT_LAYOUT  # where the instruction goes (`smap.prompts.LAYOUTS`)
+    layout: str = DEFAULT_LAYOUT  # the user turn: instruction and speech (`smap.prompts.LAYOUTS`)
     asr_target: str = "normalized"  # ASR responses: "normalized" (as Stage 1's targets) or "raw"
     token_mix: float = 0.0  # > 0: the LLM reads `token_mixture`s of this sharpness; 0: the vectors (paper)
     provenance: dict = field(default_factory=dict)
