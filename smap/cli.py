@@ -309,6 +309,7 @@ def evaluate(
     mapper: Annotated[Optional[list[str]], typer.Option("--mapper", help="A Stage-1 mapper folder (or pretrain run folder), evaluated zero-shot with --llm. Repeatable, NAME=DIR, like --model.")] = None,
     llm: Annotated[Optional[str], typer.Option(help="LLM spec ('smollm2-135m', a .gguf, a folder, a hub id): for --mapper (default: the one it was pretrained for), and for transcript/cascade without --model.")] = None,
     token_mix: Annotated[float, typer.Option(min=0.0, help="For --mapper: the LLM reads token mixtures of this sharpness (`smap attach --token-mix`; 0: the vectors, the paper's Stage 1 only). A --model folder records its own.")] = 0.0,
+    mapper_system: Annotated[str, typer.Option(help="For --mapper: the system message, 'default', 'short' or any text; give the one the attached models were trained with (`smap attach --system`) to compare Stage 1 only with them. A --model folder records its own.")] = "default",
     asr: Annotated[Optional[str], typer.Option(help="Cascade's ASR: a smap model folder (ASR on the same features), or a CTranslate2 Whisper ('whisper-tiny.en', 'ct2:DIR') decoding its own encoder's features: those under --asr-data-root if given, else the split's store.")] = None,
     asr_data_root: Annotated[Optional[Path], typer.Option(help="For a Whisper --asr: stores laid out like --data-root, prepared with its encoder in the 30 s window (`smap prepare --encoder whisper-tiny.en --window`); Whisper loses words on features cut to the clip.")] = None,
     data_root: Annotated[Path, typer.Option(help="Where the prepared feature stores are: one per split, in the folder <suite>/<split> under it (e.g. europarl/en-fr), as `smap prepare` writes it; a symlink is fine. A missing one is named with the `smap prepare` command that makes it, and skipped.")] = Path("data"),
@@ -335,7 +336,7 @@ def evaluate(
     splits = suites.select(suite)
     inference = systems.Inference(Decoding(max_new_tokens, num_beams, no_repeat_ngram, asr_slack), max_frames, batch_size)
     chosen = systems.build([s.strip() for s in system.split(",") if s.strip()], models=model or [],
-                           mappers=mapper or [], llm=llm, token_mix=token_mix, asr=asr, asr_data_root=asr_data_root, inference=inference)
+                           mappers=mapper or [], llm=llm, token_mix=token_mix, mapper_system=mapper_system, asr=asr, asr_data_root=asr_data_root, inference=inference)
     scoring = run.make_scoring(splits, comet_model, systems.judges(judge or [], batch_size))
     results = run.evaluate(splits, chosen, data_root, out, scoring, limit,
                            log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))

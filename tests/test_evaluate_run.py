@@ -307,11 +307,14 @@ def test_several_named_speech_models_are_rows_of_one_table(root, tiny_model, tin
     mixed = root / "mixed"
     result = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--system", "smap", "--model", f"attach={tiny_model}",
                                  "--mapper", f"stage1={tiny_model / 'mapper'}", "--llm", str(tiny_llama), "--token-mix", "100",
-                                 "--data-root", str(root / "data"), "--out", str(mixed), "--max-new-tokens", "2"],
+                                 "--mapper-system", "short", "--data-root", str(root / "data"), "--out", str(mixed),
+                                 "--max-new-tokens", "2"],
                            terminal_width=400)
     assert result.exit_code == 0, result.output
     systems = json.loads((mixed / "results.json").read_text())["systems"]
     assert systems["stage1"]["token_mix"] == 100.0 and systems["attach"]["token_mix"] == 0.0
+    # --mapper-system: Stage 1 prompted as the attached models were trained; the model folder keeps its own
+    assert systems["stage1"]["system_prompt"] == "short" and systems["attach"]["system_prompt"] == "default"
 
 
 def test_nearest_reads_each_speech_vector_as_its_closest_token_with_no_llm(tmp_path, tiny_model):

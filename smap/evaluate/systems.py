@@ -237,11 +237,11 @@ def speech_specs(models: list[str], mappers: list[str]) -> list[tuple[str, str, 
 
 
 def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm: str | None = None,
-          token_mix: float = 0.0, asr: str | None = None, asr_data_root: str | Path | None = None, inference: Inference = Inference()) -> list:
+          token_mix: float = 0.0, mapper_system: str = "default", asr: str | None = None,
+          asr_data_root: str | Path | None = None, inference: Inference = Inference()) -> list:
     """The systems named, sharing one LLM: the first speech model's when there is one, else `llm`.
-    `smap` gives one system per speech model (see `speech_specs`); `llm` and `token_mix` apply to
-    the Stage-1 mappers. Options are checked before
-    anything is loaded."""
+    `smap` gives one system per speech model (see `speech_specs`); `llm`, `token_mix` and
+    `mapper_system` apply to the Stage-1 mappers. Options are checked before anything is loaded."""
     names = list(dict.fromkeys(names))
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown or not names:
@@ -254,7 +254,8 @@ def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm
         raise SystemSpecError("--system cascade needs --asr SPEC (a smap model folder, whisper-tiny.en or ct2:DIR)")
     from smap.generate import load_model, load_text_lm
 
-    speech = [SpeechSystem(load_model(**{kind: path}, **({"llm": llm, "token_mix": token_mix} if kind == "mapper" else {})), {kind: path}, inference, name)
+    zero_shot = {"llm": llm, "token_mix": token_mix, "system": mapper_system}
+    speech = [SpeechSystem(load_model(**{kind: path}, **(zero_shot if kind == "mapper" else {})), {kind: path}, inference, name)
               for name, kind, path in specs]
     systems: list = []
     for name in names:
