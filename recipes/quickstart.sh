@@ -50,7 +50,7 @@ if [[ $TOKEN_MIX == 0 ]]; then ATT_LR=${ATT_LR:-5e-4}; else ATT_LR=${ATT_LR:-5e-
 # A held-out question's country or month is otherwise never heard in training.
 QA_VOCAB=${QA_VOCAB:-0}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER
-# (the replication's attach CE + MSE: 29.5 -> 25.4 on tts/test) for an evaluation about twice as long:
+# (the replication's attach CE + MSE: 29.5 -> 25.4 on tts/test) for an evaluation about 3x as long:
 # --replicate decodes with 4, the quickstart greedily to keep to its 45 min (README).
 BEAMS=${BEAMS:-$beams}
 TASK_MIN=${TASK_MIN:-$TASK}
