@@ -9,6 +9,17 @@ want=$(cat pyproject.toml recipes/setup.sh | sha256sum | cut -c1-16)
 if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
   exit 0
 fi
+# The venv takes about 6 GB, and pip holds up to 3 GB of downloaded wheels while it installs: a full
+# disk would otherwise fail minutes in, mid-install, with pip's OSError.
+need_gb=${SMAP_SETUP_MIN_GB:-10}
+for dir in . "${PIP_CACHE_DIR:-$HOME/.cache}" "${TMPDIR:-/tmp}"; do
+  mkdir -p "$dir" 2>/dev/null || true
+  free_gb=$(df -Pk "$dir" | awk 'NR == 2 { print int($4 / 1048576) }')
+  if (( free_gb < need_gb )); then
+    echo "setup: only $free_gb GB free under $dir; installing needs about $need_gb GB (venv ~6 GB, pip's downloads ~3 GB)" >&2
+    exit 1
+  fi
+done
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 echo "setup: installing smap and its dependencies into .venv (torch with CUDA libraries: ~5 GB, a few minutes)"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,comet]'

@@ -44,3 +44,16 @@ def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_pa
     for name in ("ce", "ce-mse", "task"):
         wer_points = curves[f"attach-{name}_wer"]
         assert len(wer_points) >= 2 and wer_points[0][0] >= curves["stage1_wer"][-1][0], (name, wer_points)
+
+
+def test_setup_stops_before_installing_when_the_disk_is_too_full(tmp_path):
+    # A copy of the repository's set-up files: nothing installed there yet, so setup must install.
+    (tmp_path / "recipes").mkdir()
+    for name in ("pyproject.toml", "recipes/setup.sh"):
+        (tmp_path / name).write_text((REPO / name).read_text())
+    run = subprocess.run(["bash", "recipes/setup.sh"], cwd=tmp_path, env={**os.environ, "SMAP_SETUP_MIN_GB": "1000000"},
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.startswith("setup: only ") and "GB free under ." in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / ".venv").exists()
