@@ -19,9 +19,9 @@ MODE=${1:-default}
 # and the attach task run (0: none; the quickstart leaves it out to keep to its 45 min: TASK_MIN=10 adds it).
 # TRAIN_SENTENCES=, S1_MIN=, ATT_MIN= in the environment override the mode's.
 case $MODE in
-  default)     train=9000; EVAL=100; s1=16; att=7;  TASK=0;  mix=100; beams=1; qa=0; WORK=${SMAP_WORK:-work/quickstart} ;;
-  --fast)      train=1000; EVAL=12;  s1=1;  att=1;  TASK=1;  mix=0;   beams=1; qa=0; WORK=${SMAP_WORK:-work/quickstart-fast} ;;
-  --replicate) train=9000; EVAL=0;   s1=40; att=20; TASK=10; mix=100; beams=4; qa=0; WORK=${SMAP_WORK:-work/replicate} ;;
+  default)     train=9000; EVAL=100; s1=16; att=7;  TASK=0;  mix=100; beams=1; WORK=${SMAP_WORK:-work/quickstart} ;;
+  --fast)      train=1000; EVAL=12;  s1=1;  att=1;  TASK=1;  mix=0;   beams=1; WORK=${SMAP_WORK:-work/quickstart-fast} ;;
+  --replicate) train=9000; EVAL=0;   s1=40; att=20; TASK=10; mix=100; beams=4; WORK=${SMAP_WORK:-work/replicate} ;;
   *) echo "usage: bash recipes/quickstart.sh [--fast|--replicate]" >&2; exit 2 ;;
 esac
 TRAIN=${TRAIN_SENTENCES:-$train}
@@ -50,7 +50,7 @@ if [[ $TOKEN_MIX == 0 ]]; then ATT_LR=${ATT_LR:-5e-4}; else ATT_LR=${ATT_LR:-5e-
 # A held-out question's country or month is otherwise never heard in training. QA_VOCAB=8 with
 # --replicate (2026-12-03, README, what was tried): questions 10.7 -> 17.9%, on a slower machine whose
 # fewer steps also cost WER (24.1 -> 28.8), so no mode turns it on yet.
-QA_VOCAB=${QA_VOCAB:-$qa}
+QA_VOCAB=${QA_VOCAB:-0}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER
 # (the replication's attach CE + MSE: 29.5 -> 25.4 on tts/test) for an evaluation about 3x as long:
 # --replicate decodes with 4, the quickstart greedily to keep to its 45 min (README).

@@ -21,7 +21,7 @@ for dir in . "${PIP_CACHE_DIR:-$HOME/.cache}" "${TMPDIR:-/tmp}"; do
   fi
 done
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
-echo "setup: installing smap and its dependencies into .venv (torch with CUDA libraries: ~5 GB, a few minutes)"
+echo "setup: installing smap and its dependencies into .venv (torch with CUDA libraries: ~6 GB, a few minutes)"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,comet]'
 # unbabel-comet pins numpy<2 and transformers<5; without its pins it runs beside our stack
 # (its runtime needs come with the `comet` extra above).
