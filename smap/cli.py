@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
 console = Console(stderr=True)
 # Shared by pretrain and attach, the two commands that train.
@@ -312,7 +313,7 @@ def evaluate(
     mapper_system: Annotated[str, typer.Option(help="For --mapper: the system message, 'default', 'short' or any text; give the one the attached models were trained with (`smap attach --system`) to compare Stage 1 only with them. A --model folder records its own.")] = "default",
     asr: Annotated[Optional[str], typer.Option(help="Cascade's ASR: a smap model folder (ASR on the same features), or a CTranslate2 Whisper ('whisper-tiny.en', 'ct2:DIR') decoding its own encoder's features: those under --asr-data-root if given, else the split's store.")] = None,
     asr_data_root: Annotated[Optional[Path], typer.Option(help="For a Whisper --asr: stores laid out like --data-root, prepared with its encoder in the 30 s window (`smap prepare --encoder whisper-tiny.en --window`); Whisper loses words on features cut to the clip.")] = None,
-    data_root: Annotated[Path, typer.Option(help="Where the prepared feature stores are: one per split, in the folder <suite>/<split> under it (e.g. europarl/en-fr), as `smap prepare` writes it; a symlink is fine. A missing one is named with the `smap prepare` command that makes it, and skipped.")] = Path("data"),
+    data_root: Annotated[Path, typer.Option(help="Where the prepared feature stores are: one per split, in the folder SUITE/SPLIT under it (e.g. europarl/en-fr), as `smap prepare` writes it; a symlink is fine. A missing one is named with the `smap prepare` command that makes it, and skipped.")] = Path("data"),
     out: Annotated[Path, typer.Option(help="Report folder: results.json, results.md, results.png, and what each system said under outputs/ (one JSONL per split and system).")] = Path("runs/evaluate"),
     judge: Annotated[Optional[list[str]], typer.Option("--judge", help="Judge LLM spec for spoken-QA accuracy; repeat for several (averaged, as the paper's four). Without one, judged accuracy is left out and librisqa/part1 is skipped.")] = None,
     comet_model: Annotated[Optional[str], typer.Option(help="COMET for ST: a folder (with checkpoints/model.ckpt), a .ckpt file, a hub id, or 'none'. Default: Unbabel/wmt22-comet-da if it is in the local Hugging Face cache, else COMET is left out (noted). Needs the optional unbabel-comet.")] = None,
