@@ -45,6 +45,7 @@ from smap.text import normalize
 
 REPORT_FILE = "prepare_report.json"
 MIN_SECONDS = 0.02
+LOG_EVERY_S = 10.0
 
 
 @dataclass
@@ -252,9 +253,28 @@ def prepare(cfg: PrepareConfig, console=None) -> dict:
 
 @contextlib.contextmanager
 def _progress(console, description: str, total: int):
-    """A rich progress bar on `console` (none without one); yields advance(n, rate_text)."""
+    """A rich progress bar on `console` (none without one); yields advance(n, rate_text).
+
+    On a console that is not a terminal (a log file, `| tee`), rich would draw the bar only once, at
+    the end: a line every LOG_EVERY_S seconds, and the last one, tell a long encoding is moving.
+    """
     if console is None:
         yield lambda n, rate: None
+        return
+    if not console.is_terminal:
+        start = last = time.monotonic()
+        done = 0
+
+        def advance(n: int, rate: str) -> None:
+            nonlocal done, last
+            done += n
+            now = time.monotonic()
+            if now - last >= LOG_EVERY_S or done >= total:
+                last = now
+                parts = [f"{done}/{total} utterances", rate, f"{now - start:.0f} s"]
+                console.print(f"{description}: " + ", ".join(p for p in parts if p), markup=False, highlight=False)
+
+        yield advance
         return
     from rich.progress import (
         BarColumn,

@@ -55,7 +55,8 @@ def test_batches_respect_the_padded_budget():
     assert batches([4, 4, 4, 4], max_total=100, max_size=2) == [[0, 1], [2, 3]]
 
 
-def test_bad_items_are_skipped_named_and_not_redone(tmp_path, tiny_encoder):
+def test_bad_items_are_skipped_named_and_not_redone(tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setattr("smap.prepare.LOG_EVERY_S", 0.0)  # a progress line after every shard
     data = tmp_path / "data"
     data.mkdir()
     sf.write(data / "good1.wav", synthesize("the cat sat on the mat").numpy(), 16000)
@@ -89,6 +90,8 @@ def test_bad_items_are_skipped_named_and_not_redone(tmp_path, tiny_encoder):
         assert feats.dtype == torch.float16 and feats.shape == (rec["frames"], 16)
         assert abs(rec["frames"] - rec["duration"] * 50) <= 2
     assert "2 utterances" in result.output and "5 skipped" in result.output
+    # Not a terminal (a log file): plain progress lines, shard by shard, not one bar at the end.
+    assert "4/7 utterances" in result.output and "7/7 utterances" in result.output
 
     before = _shards(out)
     again = CliRunner().invoke(app, args)
