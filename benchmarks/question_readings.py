@@ -1,0 +1,76 @@
+"""What caps the spoken questions: the frozen LLM answering readings of them given as text.
+
+    python benchmarks/question_readings.py --outputs work/replicate/eval/outputs/tts/test-qa
+
+The held-out questions (tts/test-qa) are given to the LLM as text where the speech goes, with the
+instruction and decoding of `smap evaluate` (`smap.prompts.SPOKEN_QUESTION`, the short system
+message, `--no-repeat-ngram 3`, `--num-beams`), in several readings:
+  * transcript: the question as written ("What is the capital of Portugal?"), the topline;
+  * normalised: as the Stage-1 and attach targets spell it (`smap.text.normalize`: "what is the
+    capital of portugal"), the best a mapper trained on those targets can read out;
+  * each `*-nearest` system of that evaluation: a mapper's vectors read as their nearest tokens,
+    about what the LLM reads from token mixtures.
+Each reading's accuracy is counted, as in the evaluation, on the questions the topline answers
+(the answer in the output), beside the reading's WER. Inputs are the JSONL files of `smap
+evaluate`, so no speech is encoded here. Prints a table, and each reading's misses with --misses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from smap.evaluate.metrics import answers_found, wer
+from smap.generate import generate_text, load_text_lm
+from smap.prompts import SPOKEN_QUESTION, Request
+from smap.speech_llm import Decoding
+from smap.text import normalize
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--outputs", type=Path, required=True, help="an evaluation's outputs/tts/test-qa folder")
+    ap.add_argument("--llm", default="smollm2-135m")
+    ap.add_argument("--num-beams", type=int, default=4, help="as the evaluation decoded (--replicate: 4)")
+    ap.add_argument("--misses", action="store_true", help="also print each reading's unanswered questions")
+    args = ap.parse_args()
+
+    gold = read_jsonl(args.outputs / "transcript.jsonl")
+    ids, questions, answers = [r["id"] for r in gold], [r["text"] for r in gold], [str(r["answer"]) for r in gold]
+    readings = {"transcript": questions, "normalised": [normalize(q) for q in questions]}
+    for path in sorted(args.outputs.glob("*-nearest.jsonl")):
+        said = {r["id"]: r["output"] for r in read_jsonl(path)}
+        readings[path.stem] = [said[i] for i in ids]
+
+    lm = load_text_lm(args.llm, system="short")
+    decoding = Decoding(num_beams=args.num_beams, no_repeat_ngram=3)
+    requests = [Request("free", prompt=SPOKEN_QUESTION)] * len(ids)
+    replies = {name: [r["output"] for r in generate_text(lm, ids, texts, requests, decoding=decoding)]
+               for name, texts in readings.items()}
+    kept = [i for i, ok in enumerate(answers_found(answers, replies["transcript"])) if ok]
+    if not kept:
+        raise SystemExit(f"{args.outputs}: the topline answers none of the {len(ids)} questions")
+
+    print(f"{len(kept)} of {len(ids)} questions answered by the topline")
+    print("| reading | WER of the reading | answered, of the topline's |")
+    print("|---|---:|---:|")
+    refs = [normalize(q) for q in questions]
+    for name, texts in readings.items():
+        found = answers_found([answers[i] for i in kept], [replies[name][i] for i in kept])
+        print(f"| {name} | {wer(refs, texts):.1f} | {sum(found)} of {len(kept)} ({100 * sum(found) / len(kept):.1f}%) |")
+    if args.misses:
+        for name, texts in readings.items():
+            print(f"\n{name}: missed")
+            for i in kept:
+                if not answers_found([answers[i]], [replies[name][i]])[0]:
+                    print(f"  {questions[i]!r} [{answers[i]}]: read {texts[i]!r}, answered {replies[name][i]!r}")
+
+
+if __name__ == "__main__":
+    main()
