@@ -18,19 +18,14 @@ evaluate`, so no speech is encoded here. Prints a table, and each reading's miss
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from prompt_layouts import read_jsonl  # benchmarks/ is on sys.path when this runs as a script
 from smap.evaluate.metrics import answers_found, wer
 from smap.generate import generate_text, load_text_lm
 from smap.prompts import SPOKEN_QUESTION, Request
 from smap.speech_llm import Decoding
 from smap.text import normalize
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def main() -> None:
@@ -41,11 +36,11 @@ def main() -> None:
     ap.add_argument("--misses", action="store_true", help="also print each reading's unanswered questions")
     args = ap.parse_args()
 
-    gold = read_jsonl(args.outputs / "transcript.jsonl")
+    gold = read_jsonl(args.outputs / "transcript.jsonl", None)
     ids, questions, answers = [r["id"] for r in gold], [r["text"] for r in gold], [str(r["answer"]) for r in gold]
     readings = {"transcript": questions, "normalised": [normalize(q) for q in questions]}
     for path in sorted(args.outputs.glob("*-nearest.jsonl")):
-        said = {r["id"]: r["output"] for r in read_jsonl(path)}
+        said = {r["id"]: r["output"] for r in read_jsonl(path, None)}
         readings[path.stem] = [said[i] for i in ids]
 
     lm = load_text_lm(args.llm, system="short")
@@ -60,15 +55,15 @@ def main() -> None:
     print(f"{len(kept)} of {len(ids)} questions answered by the topline")
     print("| reading | WER of the reading | answered, of the topline's |")
     print("|---|---:|---:|")
-    refs = [normalize(q) for q in questions]
-    for name, texts in readings.items():
-        found = answers_found([answers[i] for i in kept], [replies[name][i] for i in kept])
-        print(f"| {name} | {wer(refs, texts):.1f} | {sum(found)} of {len(kept)} ({100 * sum(found) / len(kept):.1f}%) |")
+    found = {name: answers_found([answers[i] for i in kept], [said[i] for i in kept]) for name, said in replies.items()}
+    for name, texts in readings.items():  # wer() normalises both sides
+        hits = sum(found[name])
+        print(f"| {name} | {wer(questions, texts):.1f} | {hits} of {len(kept)} ({100 * hits / len(kept):.1f}%) |")
     if args.misses:
         for name, texts in readings.items():
             print(f"\n{name}: missed")
-            for i in kept:
-                if not answers_found([answers[i]], [replies[name][i]])[0]:
+            for i, ok in zip(kept, found[name]):
+                if not ok:
                     print(f"  {questions[i]!r} [{answers[i]}]: read {texts[i]!r}, answered {replies[name][i]!r}")
 
 
