@@ -48,8 +48,9 @@ if [[ $TOKEN_MIX == 0 ]]; then ATT_LR=${ATT_LR:-5e-4}; else ATT_LR=${ATT_LR:-5e-
 # Voices speaking each of the sentences written to use the spoken questions' words that the WordNet
 # text lacks (smap/resources/qa_vocabulary_sentences.txt), added to the training text (0: none).
 # A held-out question's country or month is otherwise never heard in training. QA_VOCAB=8 with
-# --replicate (2026-12-03, two runs on one machine; README, what was tried): questions 3.6 -> 17.9%
-# (attach CE + MSE), WER 26.0 -> 28.8 on tts/test, so no mode turns it on yet.
+# --replicate (2026-12-03, runs on one machine; README, what was tried): questions 6.2 -> 31.2%
+# (Stage 1 zero-shot, the question asked speech first), WER 24.7 -> 30.0 on tts/test, so no mode
+# turns it on yet: it trades the WER target for the questions.
 QA_VOCAB=${QA_VOCAB:-0}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER
 # (the replication's attach CE + MSE: 29.5 -> 25.4 on tts/test) for an evaluation about 3x as long:

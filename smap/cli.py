@@ -282,18 +282,24 @@ def infer(
     device: Annotated[Optional[str], typer.Option(help="'cpu', 'cuda', ... (default: cuda if available).")] = None,
 ):
     """Run a speech LLM on audio files or a feature store; print one line per input, optionally write JSONL."""
+    from smap.data.store import FeatureStore
     from smap.generate import generate_audio, generate_store, load_model, write_jsonl
+    from smap.progress import progress
     from smap.prompts import check_layout
     from smap.speech_llm import Decoding
 
     if bool(audio) == (store is not None):
         raise UserError("give audio files or --store, not both and not neither")
     check_layout(layout)
+    features = FeatureStore(store) if store is not None else None  # a bad store is named before the model loads
     speech_llm = load_model(model, mapper, llm, system, device, layout, token_mix)
     kwargs = dict(task=task, tgt_lang=tgt_lang, question=question, prompt=prompt, max_frames=max_frames,
                   decoding=Decoding(max_new_tokens, num_beams, no_repeat_ngram, asr_slack))
-    rows = (generate_store(speech_llm, store, limit=limit, **kwargs) if store is not None
-            else generate_audio(speech_llm, audio, encoder=encoder, **kwargs))
+    total = len(features.records[:limit]) if features is not None else len(audio)
+    with progress(console, "infer", total, "utterances") as update:
+        kwargs["advance"] = lambda n: update(advance=n)
+        rows = (generate_store(speech_llm, features, limit=limit, **kwargs) if features is not None
+                else generate_audio(speech_llm, audio, encoder=encoder, **kwargs))
     for row in rows:
         typer.echo(f"{row['id']}\t{row['output']}")
     if out is not None:
@@ -340,7 +346,8 @@ def evaluate(
                            mappers=mapper or [], llm=llm, token_mix=token_mix, mapper_system=mapper_system, asr=asr, asr_data_root=asr_data_root, inference=inference)
     scoring = run.make_scoring(splits, comet_model, systems.judges(judge or [], batch_size))
     results = run.evaluate(splits, chosen, data_root, out, scoring, limit,
-                           log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+                           log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
+                           console=console)
     _Console().print(report.rich_table(results))
     for p in results.problems:
         console.print(f"[{'red' if p.failed else 'yellow'}]not run:[/] {p.message}", highlight=False, soft_wrap=True)

@@ -21,7 +21,8 @@ Generating (each returns rows ``{"id", "task", "prompt", "output"}`` in input or
     ``cascade`` baseline (an ASR system's output). With ``lm = model.lm`` it uses the speech
     model's own prompt settings.
 
-`requests` is one `smap.prompts.Request` per input (task, tgt_lang, question, prompt), or None to
+`advance`, if given, is called after each batch with the number of inputs it finished (a progress
+bar: `smap.progress`). `requests` is one `smap.prompts.Request` per input (task, tgt_lang, question, prompt), or None to
 derive them with `request_for` from each record and the defaults given. `decoding`
 (`smap.speech_llm.Decoding`) is batched greedy search (``num_beams=1``) or beam search, with the
 prompt prefix's keys and values computed once (`smap.speech_llm.PromptedLM`). Each ASR output is
@@ -42,8 +43,10 @@ from smap.data.batching import BucketBatchSampler
 from smap.data.store import FeatureStore, atomic_write_text
 from smap.evaluate.suites import question_text
 from smap.llm import load_causal_lm
+from smap.progress import Advance, silent
 from smap.prompts import DEFAULT_LAYOUT, SPOKEN_QUESTION, Request
 from smap.speech_llm import Decoding, PromptedLM, SpeechLLM
+
 
 def load_model(model: str | Path | None = None, mapper: str | Path | None = None, llm: str | None = None,
                system: str = "default", device: str | None = None, layout: str = DEFAULT_LAYOUT,
@@ -112,7 +115,8 @@ def _speech_batches(model: SpeechLLM, features: Sequence[torch.Tensor], max_fram
 
 @torch.no_grad()
 def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[torch.Tensor],
-                      requests: Sequence[Request], max_frames: int = 4000, decoding: Decoding = Decoding()) -> list[dict]:
+                      requests: Sequence[Request], max_frames: int = 4000, decoding: Decoding = Decoding(),
+                      advance: Advance = silent) -> list[dict]:
     """Outputs for encoder features, each (frames, dim): batches of similar length under a
     frames budget; rows back in input order."""
     instructions = [r.instruction() for r in requests]  # fails on a bad request before any work
@@ -122,11 +126,13 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
         limits = _limits([requests[i] for i in chunk], contents, decoding)
         for i, text in zip(chunk, model.lm.generate(contents, prompts, decoding, limits)):
             outputs[i] = text
+        advance(len(chunk))
     return _rows(list(ids), requests, instructions, outputs)
 
 
 @torch.no_grad()
-def nearest_store(model: SpeechLLM, store: FeatureStore | str | Path, limit: int | None = None, max_frames: int = 4000) -> list[str]:
+def nearest_store(model: SpeechLLM, store: FeatureStore | str | Path, limit: int | None = None, max_frames: int = 4000,
+                  advance: Advance = silent) -> list[str]:
     """The speech vectors read without the LLM: each decoded to its cosine-nearest token embedding,
     up to the first pad (Stage 1's intrinsic transcript, `smap.pretrain.nearest_tokens`), for the
     first `limit` utterances of a store, in store order."""
@@ -140,6 +146,7 @@ def nearest_store(model: SpeechLLM, store: FeatureStore | str | Path, limit: int
     for chunk, contents in _speech_batches(model, features, max_frames):
         for i, c in zip(chunk, contents):
             outputs[i] = model.lm.tokenizer.decode(nearest_tokens(c, len(c), unit, pad), skip_special_tokens=True)
+        advance(len(chunk))
     return outputs
 
 
@@ -147,21 +154,21 @@ def nearest_store(model: SpeechLLM, store: FeatureStore | str | Path, limit: int
 def generate_store(model: SpeechLLM, store: FeatureStore | str | Path, requests: Sequence[Request] | None = None,
                    task: str = "asr", tgt_lang: str | None = None, question: str | None = None,
                    prompt: str | None = None, limit: int | None = None, max_frames: int = 4000,
-                   decoding: Decoding = Decoding()) -> list[dict]:
+                   decoding: Decoding = Decoding(), advance: Advance = silent) -> list[dict]:
     """Outputs for the first `limit` utterances of a feature store, in store order."""
     store = _readable(model, store)
     records = store.records[:limit]
     requests = list(requests) if requests is not None else [request_for(r, task, tgt_lang, question, prompt) for r in records]
     features = [store.features(i) for i in range(len(records))]
     return generate_features(model, [r["id"] for r in records], features, requests[: len(records)], max_frames,
-                             decoding)
+                             decoding, advance)
 
 
 @torch.no_grad()
 def generate_audio(model: SpeechLLM, paths: Sequence[str | Path], requests: Sequence[Request] | None = None,
                    task: str = "asr", tgt_lang: str | None = None, question: str | None = None,
                    prompt: str | None = None, encoder: str | None = None, max_frames: int = 4000,
-                   decoding: Decoding = Decoding()) -> list[dict]:
+                   decoding: Decoding = Decoding(), advance: Advance = silent) -> list[dict]:
     """Outputs for audio files; `encoder` overrides the model's encoder spec."""
     from smap.audio import SAMPLE_RATE, load_audio, resample
     from smap.encoders import load_encoder
@@ -176,12 +183,12 @@ def generate_audio(model: SpeechLLM, paths: Sequence[str | Path], requests: Sequ
     waves = [resample(w, SAMPLE_RATE, enc.sample_rate) for w in waves]
     features = [f for k in range(0, len(waves), 16) for f in enc.encode(waves[k : k + 16])]
     requests = list(requests) if requests is not None else [Request(task, tgt_lang, question, prompt)] * len(paths)
-    return generate_features(model, [str(p) for p in paths], features, requests, max_frames, decoding)
+    return generate_features(model, [str(p) for p in paths], features, requests, max_frames, decoding, advance)
 
 
 @torch.no_grad()
 def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requests: Sequence[Request],
-                  batch_size: int = 16, decoding: Decoding = Decoding()) -> list[dict]:
+                  batch_size: int = 16, decoding: Decoding = Decoding(), advance: Advance = silent) -> list[dict]:
     """The text-only path: each text's token embeddings where the speech would be."""
     instructions = [r.instruction() for r in requests]
     contents = [lm.embed_text(t) for t in texts]
@@ -194,6 +201,7 @@ def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requ
                                 limits)
         for i, text in zip(chunk, texts_out):
             outputs[i] = text
+        advance(len(chunk))
     return _rows(list(ids), requests, instructions, outputs)
 
 

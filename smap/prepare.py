@@ -41,11 +41,11 @@ from smap.audio import AudioError
 from smap.data.sources import Item, open_source
 from smap.data.store import STORE_FILE, FeatureStore, StoreError, StoreInfo, StoreWriter, atomic_write_text
 from smap.encoders import EMBEDDED_ENCODER, Encoder, load_encoder
+from smap.progress import progress
 from smap.text import normalize
 
 REPORT_FILE = "prepare_report.json"
 MIN_SECONDS = 0.02
-LOG_EVERY_S = 10.0
 
 
 @dataclass
@@ -222,7 +222,7 @@ def prepare(cfg: PrepareConfig, console=None) -> dict:
                    "dim": encoder.dim, "frame_rate": encoder.frame_rate, "items": len(items),
                    "stored_before": len(before)}
 
-    with _progress(show, f"prepare {source.split} -> {out.name}", sum(len(c) for c in mine)) as advance:
+    with progress(show, f"prepare {source.split} -> {out.name}", sum(len(c) for c in mine), "utterances") as update:
         for chunk in mine:
             todo = [it for it in chunk if it.error or it.id not in writer.done]
             if todo:
@@ -231,7 +231,7 @@ def prepare(cfg: PrepareConfig, console=None) -> dict:
                     partial = {**report_base, "stored": len(writer.done),
                                "hours_stored": round(hours_before + run.audio_seconds / 3600, 4)}
                     _write_report(out, partial, run, started, source.info)
-            advance(len(chunk), f"{run.encoded / run.encode_seconds:.1f} utt/s" if run.encoded else "")
+            update(advance=len(chunk), info=f"{run.encoded / run.encode_seconds:.1f} utt/s" if run.encoded else "")
 
     if world > 1:
         from accelerate.utils import gather_object
@@ -249,46 +249,6 @@ def prepare(cfg: PrepareConfig, console=None) -> dict:
     if tokenizer is not None and records:
         final["frames_per_token"] = frames_per_token(records, tokenizer, cfg.llm)
     return _write_report(out, final, run, started, source.info, finished=True)
-
-
-@contextlib.contextmanager
-def _progress(console, description: str, total: int):
-    """A rich progress bar on `console` (none without one); yields advance(n, rate_text).
-
-    On a console that is not a terminal (a log file, `| tee`), rich would draw the bar only once, at
-    the end: a line every LOG_EVERY_S seconds, and the last one, tell a long encoding is moving.
-    """
-    if console is None:
-        yield lambda n, rate: None
-        return
-    if not console.is_terminal:
-        start = last = time.monotonic()
-        done = 0
-
-        def advance(n: int, rate: str) -> None:
-            nonlocal done, last
-            done += n
-            now = time.monotonic()
-            if now - last >= LOG_EVERY_S or done >= total:
-                last = now
-                parts = [f"{done}/{total} utterances", rate, f"{now - start:.0f} s"]
-                console.print(f"{description}: " + ", ".join(p for p in parts if p), markup=False, highlight=False)
-
-        yield advance
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task(description, total=total, rate="")
-        yield lambda n, rate: bar.update(task, advance=n, rate=rate)
 
 
 def _check_same_source(out: Path, meta: dict) -> None:

@@ -3,7 +3,7 @@
 A stage supplies a model, a batch sampler, a `loss_fn(model, batch) -> (loss, logs)` and an
 `evaluate(model) -> metrics`; `fit` does the rest, the same way for both: Accelerate (devices,
 mixed precision, accumulation, several processes), AdamW with a cosine schedule after a linear
-warm-up, gradient clipping, a NaN/inf guard, rich progress, TensorBoard plus a JSONL log, a
+warm-up, gradient clipping, a NaN/inf guard, progress (`smap.progress`), TensorBoard plus a JSONL log, a
 time budget, and checkpoints that `--resume` continues from exactly.
 
 Run folder:
@@ -28,29 +28,11 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, set_seed
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.text import Text
+
+from smap.progress import progress
 
 console = Console(stderr=True)
 STATE_FILE = "trainer_state.json"
-
-
-class BudgetTimeRemaining(TimeRemainingColumn):
-    """Time left: the step-rate estimate, or what is left of the time budget if that ends first
-    (a budgeted run asks for far more steps than it will make)."""
-
-    def __init__(self, deadline: float | None):
-        super().__init__()
-        self.deadline = deadline  # monotonic time at which the budget runs out, or None
-
-    def render(self, task) -> Text:
-        if self.deadline is None or task.finished:
-            return super().render(task)
-        left = max(self.deadline - time.monotonic(), 0.0)
-        if task.time_remaining is not None:
-            left = min(left, task.time_remaining)
-        minutes, seconds = divmod(int(left), 60)
-        return Text(f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}", style="progress.remaining")
 
 
 class TrainingError(RuntimeError):
@@ -106,10 +88,10 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total - warmup)
+        spent = (step - warmup) / max(1, total - warmup)
         if time_progress is not None:
-            progress = max(progress, time_progress())
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+            spent = max(spent, time_progress())
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, spent)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -249,16 +231,10 @@ def fit(
         console.print(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in m.items()))
         return m
 
-    progress = Progress(
-        TextColumn(f"[bold]{run_name}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), BudgetTimeRemaining(t0 + budget_s if budget_s else None),
-        console=console,
-        disable=not acc.is_local_main_process,
-    )
     initial = run_eval() if cfg.eval_at_start and step == 0 else {}
     model.train()
-    with progress:
-        task = progress.add_task(run_name, total=cfg.steps, completed=step, info="")
+    shown = console if acc.is_local_main_process else None
+    with progress(shown, run_name, cfg.steps, "steps", completed=step, deadline=t0 + budget_s if budget_s else None) as update:
         while step < cfg.steps:
             sampler.start_epoch(epoch)
             epoch_loader = acc.skip_first_batches(loader, pos) if pos else loader
@@ -297,8 +273,9 @@ def fit(
                     acc.log({"train/loss": avg, "train/lr": lr, **{f"train/{k}": v for k, v in logs.items()}}, step=step)
                     log.write({"step": step, "seconds": round(time.monotonic() - t0, 1), "loss": avg, "lr": lr, **logs})
                     running, n_running = 0.0, 0
-                    progress.update(task, info=f"loss {avg:.4f} lr {lr:.2e}")
-                progress.update(task, completed=step)
+                    update(completed=step, info=f"loss {avg:.4f} lr {lr:.2e}")
+                else:
+                    update(completed=step)
                 over_budget = budget_s is not None and time.monotonic() - t0 >= budget_s
                 if step % cfg.eval_every == 0 and step < cfg.steps:
                     metrics = run_eval()

@@ -35,9 +35,11 @@ class Fake:
     def describe(self):
         return {"fake": self.name}
 
-    def outputs(self, split, store, limit):
+    def outputs(self, split, store, limit, advance):
         self.calls.append((split.key, limit))
-        return [self.answer(r) for r in store.records[:limit]]
+        records = store.records[:limit]
+        advance(len(records))
+        return [self.answer(r) for r in records]
 
 
 oracle = Fake("oracle", lambda r: r["text"])
@@ -98,7 +100,7 @@ def test_a_failing_system_is_reported_and_the_others_are_scored(root):
         raise RuntimeError("out of memory\nlong traceback text")
 
     short = Fake("short", None)
-    short.outputs = lambda split, store, limit: ["just one"]
+    short.outputs = lambda split, store, limit, advance: ["just one"]
     res = run.evaluate(select("tts/test"), [Fake("boom", boom), short, oracle], root / "data", root / "out", log=quiet)
     assert [e.system for e in res.entries] == ["oracle"]
     messages = {p.system: p.message for p in res.problems}
@@ -289,6 +291,8 @@ def test_smap_transcript_and_cascade_end_to_end(root, tiny_model):
     assert (out / "results.md").is_file() and (out / "results.png").is_file()
     rows = [json.loads(x) for x in (out / "outputs" / "tts" / "test" / "transcript.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["utt0000", "utt0001", "utt0002", "utt0003"]
+    # Not a terminal: each split x system counts its utterances in plain lines; a cascade works on each twice.
+    assert "tts/test x smap: 4/4 utterances" in result.output and "tts/test x cascade: 8/8 utterances" in result.output
 
 
 def test_several_named_speech_models_are_rows_of_one_table(root, tiny_model, tiny_llama):

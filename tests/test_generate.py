@@ -38,8 +38,12 @@ def model_dir(tmp_path, tiny_llama):
 def test_store_outputs_come_back_in_order_and_do_not_depend_on_batching(tmp_path, sentences, model_dir):
     store = write_store(tmp_path / "s", sentences[:7])
     model = load_model(model_dir)
-    batched = generate_store(model, store, max_frames=10_000, decoding=Decoding(max_new_tokens=5))
-    alone = generate_store(model, store, max_frames=1, decoding=Decoding(max_new_tokens=5))  # one utterance per batch
+    done = []  # what a progress bar is told, batch by batch
+    batched = generate_store(model, store, max_frames=10_000, decoding=Decoding(max_new_tokens=5), advance=done.append)
+    assert sum(done) == 7
+    done.clear()
+    alone = generate_store(model, store, max_frames=1, decoding=Decoding(max_new_tokens=5), advance=done.append)
+    assert done == [1] * 7  # one utterance per batch
     assert [r["id"] for r in batched] == [r["id"] for r in FeatureStore(store).records]
     assert batched == alone and all(set(r) == {"id", "task", "prompt", "output"} for r in batched)
     beams = generate_store(model, store, limit=3, decoding=Decoding(max_new_tokens=5, num_beams=2))
@@ -83,6 +87,7 @@ def test_infer_store_prints_lines_and_writes_jsonl(tmp_path, sentences, model_di
     assert [r["id"] for r in rows] == ["utt0000", "utt0001", "utt0002"]
     for r in rows:
         assert f"{r['id']}\t{r['output']}" in result.stdout
+    assert "infer: 3/3 utterances" in result.stderr and "infer:" not in result.stdout  # progress apart from the rows
 
 
 def test_stage1_mapper_with_an_llm_spec(tmp_path, sentences, tiny_llama):

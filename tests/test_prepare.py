@@ -56,7 +56,7 @@ def test_batches_respect_the_padded_budget():
 
 
 def test_bad_items_are_skipped_named_and_not_redone(tmp_path, tiny_encoder, monkeypatch):
-    monkeypatch.setattr("smap.prepare.LOG_EVERY_S", 0.0)  # a progress line after every shard
+    monkeypatch.setattr("smap.progress.LOG_EVERY_S", 0.0)  # a progress line after every shard
     data = tmp_path / "data"
     data.mkdir()
     sf.write(data / "good1.wav", synthesize("the cat sat on the mat").numpy(), 16000)

@@ -67,15 +67,18 @@ def test_the_instruction_comes_before_the_speech_unless_told_otherwise():
         PromptFormat(tok, layout="audio-last")
 
 
-def test_the_default_layout_quotes_the_speech_of_asr_prompts_only():
+def test_the_default_layout_quotes_asr_speech_and_puts_a_spoken_question_first():
     tok = make_tokenizer()
     quoted, bare = PromptFormat(tok), PromptFormat(tok, layout="instruction-first")
     assert quoted.layout == "quoted"
     for asr in INSTRUCTIONS["asr"]:
         assert f'{asr}\n"SPEECH"' in quoted.render(asr, speech="SPEECH")
         assert f"{asr}\nSPEECH" in bare.render(asr, speech="SPEECH")
-    # A spoken question is a message to answer, and a user's own prompt is left as written.
-    for other in (SPOKEN_QUESTION, Request("st", tgt_lang="de").instruction(), "Summarise the talk."):
+    # A spoken question is a message to answer, read before the instruction (no "?" to end it).
+    assert f"SPEECH\n{SPOKEN_QUESTION}" in quoted.render(SPOKEN_QUESTION, speech="SPEECH")
+    assert f"{SPOKEN_QUESTION}\nSPEECH" in bare.render(SPOKEN_QUESTION, speech="SPEECH")
+    # Translation, SQA and a user's own prompt are left instruction first, unquoted.
+    for other in (Request("st", tgt_lang="de").instruction(), "Summarise the talk."):
         assert quoted.render(other, speech="SPEECH") == bare.render(other, speech="SPEECH")
     # The prefix is shared; the quotes are in the ids around the speech.
     assert quoted.prefix_ids == bare.prefix_ids

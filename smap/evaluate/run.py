@@ -1,7 +1,8 @@
 """The evaluation loop: for each split x system, get the outputs, score them, collect.
 
-A system is anything with a `name`, a `describe()` for the report and an `outputs(split, store, limit)`
-that returns one string per record evaluated (see `System`). A split whose store is missing
+A system is anything with a `name`, a `describe()` for the report and an `outputs(split, store, limit,
+advance)` that returns one string per record evaluated (see `System`); each split x system shows
+its progress on the console given (`smap.progress`). A split whose store is missing
 or unusable, or a system that fails on a split, becomes a one-line `Problem` and the loop goes
 on; `Results.failed` tells the caller to exit non-zero. Reports are written at the end.
 """
@@ -18,9 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from rich.console import Console
+
 from smap.data.store import STORE_FILE, FeatureStore, sha256_file
 from smap.evaluate import metrics, report
 from smap.evaluate.suites import Split, question_text
+from smap.progress import Advance, progress
 
 
 class System(Protocol):
@@ -29,9 +33,12 @@ class System(Protocol):
     def describe(self) -> dict:
         """What the report records about this system: model folders, specs, versions."""
 
-    def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
+    def outputs(self, split: Split, store: FeatureStore, limit: int | None,
+                advance: Advance) -> list[str]:
         """One output text for each of the first `limit` records of `store` (all if None), in
-        order, for `split.task` (and its `tgt_lang`; SQA questions: `suites.question_text`)."""
+        order, for `split.task` (and its `tgt_lang`; SQA questions: `suites.question_text`).
+        `advance(n)`: n more records worked on; a system with a `passes` attribute (a cascade: 2)
+        works on each record that many times."""
 
 
 @dataclass
@@ -203,9 +210,9 @@ def _package_versions() -> dict[str, str]:
 
 def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str | Path, out: str | Path,
              scoring: Scoring | None = None, limit: int | None = None,
-             log: Callable[[str], None] = print) -> Results:
+             log: Callable[[str], None] = print, console: Console | None = None) -> Results:
     """Run every system on every split (its first `limit` utterances if given), score, write the
-    reports under `out`, and return the results."""
+    reports under `out`, and return the results; progress on `console` if given."""
     scoring = scoring or Scoring()
     data_root, out = Path(data_root), Path(out)
     encoder = next((s.describe().get("encoder") for s in systems if s.describe().get("encoder")), None)
@@ -237,7 +244,9 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
         for system in systems:
             t0 = time.perf_counter()
             try:
-                hyps = system.outputs(split, store, limit)
+                work = len(records) * getattr(system, "passes", 1)
+                with progress(console, f"{split.key} x {system.name}", work, "utterances") as update:
+                    hyps = system.outputs(split, store, limit, lambda n: update(advance=n))
                 seconds = time.perf_counter() - t0
                 if len(hyps) != len(records) or not all(isinstance(h, str) for h in hyps):
                     raise ValueError(f"{len(hyps)} outputs for {len(records)} records (strings expected)")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from smap.data.store import FeatureStore
 from smap.evaluate.suites import Split
+from smap.progress import Advance, silent
 from smap.speech_llm import Decoding
 
 SYSTEMS = ("smap", "nearest", "transcript", "cascade")
@@ -54,6 +55,8 @@ def _requests(split: Split, records: list[dict]):
 class SpeechSystem:
     """A speech LLM on a store's features."""
 
+    passes = 1  # each utterance worked on once (see `run.System`)
+
     def __init__(self, model, source: dict, inference: Inference, name: str = "smap"):
         self.model, self.source, self.inference, self.name = model, source, inference, name
 
@@ -68,17 +71,19 @@ class SpeechSystem:
             raise ValueError(f"{store.root} holds {store.encoder} features but the model reads {wanted}; "
                              f"prepare this split with --encoder {wanted}")
 
-    def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
+    def outputs(self, split: Split, store: FeatureStore, limit: int | None, advance: Advance = silent) -> list[str]:
         from smap.generate import generate_store
 
         self.check(store)
         rows = generate_store(self.model, store, _requests(split, store.records[:limit]), limit=limit,
-                              max_frames=self.inference.max_frames, decoding=self.inference.decoding)
+                              max_frames=self.inference.max_frames, decoding=self.inference.decoding, advance=advance)
         return [r["output"] for r in rows]
 
 
 class NearestSystem:
     """A speech model's vectors with no LLM: each read as its nearest token embedding."""
+
+    passes = 1
 
     def __init__(self, speech: SpeechSystem):
         self.speech, self.name = speech, f"{speech.name}-nearest"
@@ -88,14 +93,15 @@ class NearestSystem:
         d = {k: v for k, v in self.speech.describe().items() if k not in ("system_prompt", "layout", "inference")}
         return {**d, "input": "the nearest token embedding of each speech vector, no LLM"}
 
-    def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
+    def outputs(self, split: Split, store: FeatureStore, limit: int | None, advance: Advance = silent) -> list[str]:
         from smap.generate import nearest_store
 
         self.speech.check(store)
-        return nearest_store(self.speech.model, store, limit, self.speech.inference.max_frames)
+        return nearest_store(self.speech.model, store, limit, self.speech.inference.max_frames, advance)
 
 
-Transcriber = Callable[[Split, FeatureStore, "int | None"], list[str]]  # split, store, limit -> transcripts
+# split, store, limit, advance -> transcripts
+Transcriber = Callable[[Split, FeatureStore, "int | None", Advance], list[str]]
 
 
 class TextSystem:
@@ -105,19 +111,20 @@ class TextSystem:
                  transcribe: Transcriber | None = None, asr: str | None = None):
         self.name, self.lm, self.llm_spec, self.inference = name, lm, llm_spec, inference
         self.transcribe, self.asr = transcribe, asr
+        self.passes = 2 if transcribe else 1  # a cascade: the ASR, then the LLM
 
     def describe(self) -> dict:
         return {"llm": self.llm_spec, "input": f"ASR transcript ({self.asr})" if self.asr else "gold transcript",
                 "layout": self.lm.format.layout,
                 "inference": asdict(self.inference)}
 
-    def outputs(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
+    def outputs(self, split: Split, store: FeatureStore, limit: int | None, advance: Advance = silent) -> list[str]:
         from smap.generate import generate_text
 
         records = store.records[:limit]
-        texts = self.transcribe(split, store, limit) if self.transcribe else [r["text"] for r in records]
+        texts = self.transcribe(split, store, limit, advance) if self.transcribe else [r["text"] for r in records]
         rows = generate_text(self.lm, [r["id"] for r in records], texts, _requests(split, records),
-                             batch_size=self.inference.batch_size, decoding=self.inference.decoding)
+                             batch_size=self.inference.batch_size, decoding=self.inference.decoding, advance=advance)
         return [r["output"] for r in rows]
 
 
@@ -171,7 +178,7 @@ class WhisperTranscriber:
             raise ValueError(f"{source.root} holds {source.encoder} features; --asr {self.base} decodes only its own")
         return source
 
-    def __call__(self, split: Split, store: FeatureStore, limit: int | None) -> list[str]:
+    def __call__(self, split: Split, store: FeatureStore, limit: int | None, advance: Advance = silent) -> list[str]:
         import ctranslate2
         import torch
 
@@ -197,6 +204,7 @@ class WhisperTranscriber:
                                                  max_length=min(448, cap),
                                                  no_repeat_ngram_size=self.decoding.no_repeat_ngram)[0]
             texts.append(self.tokenizer.decode(result.sequences_ids[0]).strip())
+            advance(1)
         return texts
 
 
@@ -212,7 +220,7 @@ def transcriber(spec: str, inference: Inference, data_root: str | Path | None = 
         from smap.generate import load_model
 
         asr = SpeechSystem(load_model(model=spec), {"model": spec}, inference, name="asr")
-        return lambda split, store, limit: asr.outputs(ASR_PASS, store, limit)
+        return lambda split, store, limit, advance=silent: asr.outputs(ASR_PASS, store, limit, advance)
     return WhisperTranscriber(spec, data_root, inference.decoding)
 
 
