@@ -82,5 +82,6 @@ def report(lm, decoding: Decoding, prompt: str, ids: list[str], answers: list[st
                 if not ok:
                     print(f"  {questions[i]!r} [{answers[i]}]: read {texts[i]!r}, answered {replies[name][i]!r}")
 
+
 if __name__ == "__main__":
     main()

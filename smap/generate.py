@@ -22,8 +22,9 @@ Generating (each returns rows ``{"id", "task", "prompt", "output"}`` in input or
     model's own prompt settings.
 
 `advance`, if given, is called after each batch with the number of inputs it finished (a progress
-bar: `smap.progress`). `requests` is one `smap.prompts.Request` per input (task, tgt_lang, question, prompt), or None to
-derive them with `request_for` from each record and the defaults given. `decoding`
+bar: `smap.progress`). `requests` is one `smap.prompts.Request` per input (task, tgt_lang,
+question, prompt), or None to derive them with `request_for` from each record and the defaults
+given. `decoding`
 (`smap.speech_llm.Decoding`) is batched greedy search (``num_beams=1``) or beam search, with the
 prompt prefix's keys and values computed once (`smap.speech_llm.PromptedLM`). Each ASR output is
 capped at its own input's number of content vectors plus `Decoding.asr_slack` tokens: a CTC
