@@ -297,7 +297,7 @@ def infer(
                   decoding=Decoding(max_new_tokens, num_beams, no_repeat_ngram, asr_slack))
     total = len(features.records[:limit]) if features is not None else len(audio)
     with progress(console, "infer", total, "utterances") as update:
-        kwargs["advance"] = lambda n: update(advance=n)
+        kwargs["advance"] = update
         rows = (generate_store(speech_llm, features, limit=limit, **kwargs) if features is not None
                 else generate_audio(speech_llm, audio, encoder=encoder, **kwargs))
     for row in rows:

@@ -19,11 +19,11 @@ from rich.text import Text
 
 LOG_EVERY_S = 10.0
 
-# update(completed=None, advance=0, info=None): the count reached (or the amount just done) and the
-# short text beside the count (a rate, a loss), kept until the next one.
-Update = Callable[..., None]
 # advance(n): n more items done; what work that reports as it goes takes (`smap.generate`).
 Advance = Callable[[int], None]
+# update(advance=0, completed=None, info=None): the amount just done (so an `update` is an `Advance`),
+# or the count reached, and the short text beside the count (a rate, a loss), kept until the next one.
+Update = Callable[..., None]
 
 
 def silent(n: int) -> None:
@@ -68,7 +68,7 @@ def progress(console: Console | None, description: str, total: int, unit: str, c
     `deadline`: the monotonic time a time budget runs out, which caps the time left.
     """
     if console is None:
-        yield lambda completed=None, advance=0, info=None: None
+        yield lambda advance=0, completed=None, info=None: None
         return
     if console.is_terminal:
         bar = Progress(TextColumn(f"[bold]{description}[/]"), BarColumn(), MofNCompleteColumn(),
@@ -77,7 +77,7 @@ def progress(console: Console | None, description: str, total: int, unit: str, c
         with bar:
             task = bar.add_task(description, total=total, completed=completed, info="")
 
-            def update(completed: int | None = None, advance: int = 0, info: str | None = None) -> None:
+            def update(advance: int = 0, completed: int | None = None, info: str | None = None) -> None:
                 fields = {} if info is None else {"info": info}
                 bar.update(task, completed=completed, advance=advance or None, **fields)
 
@@ -102,7 +102,7 @@ class _Lines:
         self.first = self.done = self.shown = completed
         self.info = ""
 
-    def update(self, completed: int | None = None, advance: int = 0, info: str | None = None) -> None:
+    def update(self, advance: int = 0, completed: int | None = None, info: str | None = None) -> None:
         self.done = (self.done if completed is None else completed) + advance
         if info is not None:
             self.info = info

@@ -17,7 +17,7 @@ def test_a_log_gets_plain_lines_as_the_work_goes_and_at_the_end(monkeypatch):
     console, out = _log()
     with progress(console, "prepare train", 10, "utterances") as update:
         update(advance=4, info="12.5 utt/s")
-        update(advance=6)
+        update(6)  # an update is an Advance: what generation and the systems call
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("prepare train: 4/10 utterances, 12.5 utt/s, 0:00 elapsed, ")
     assert lines[0].endswith(" left")

@@ -246,7 +246,7 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
             try:
                 work = len(records) * getattr(system, "passes", 1)
                 with progress(console, f"{split.key} x {system.name}", work, "utterances") as update:
-                    hyps = system.outputs(split, store, limit, lambda n: update(advance=n))
+                    hyps = system.outputs(split, store, limit, update)
                 seconds = time.perf_counter() - t0
                 if len(hyps) != len(records) or not all(isinstance(h, str) for h in hyps):
                     raise ValueError(f"{len(hyps)} outputs for {len(records)} records (strings expected)")
