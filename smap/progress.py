@@ -120,4 +120,6 @@ class _Lines:
         left = time_left(self.deadline, (self.total - self.done) / rate if rate > 0 else None)
         parts = [f"{self.done}/{self.total} {self.unit}", self.info, f"{_clock(now - self.start)} elapsed",
                  f"{_clock(left)} left" if left is not None and self.done < self.total else ""]
-        self.console.print(f"{self.description}: " + ", ".join(p for p in parts if p), markup=False, highlight=False)
+        # soft_wrap: one line however narrow the console (a log's width is rich's default, 80)
+        self.console.print(f"{self.description}: " + ", ".join(p for p in parts if p), markup=False, highlight=False,
+                           soft_wrap=True)

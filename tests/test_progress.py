@@ -25,6 +25,16 @@ def test_a_log_gets_plain_lines_as_the_work_goes_and_at_the_end(monkeypatch):
     assert "left" not in lines[1]
 
 
+def test_a_log_line_is_not_wrapped_on_a_narrow_console(monkeypatch):
+    monkeypatch.setattr("smap.progress.LOG_EVERY_S", 0.0)
+    out = io.StringIO()
+    with progress(Console(file=out, width=40), "prepare train -> train", 10336, "utterances") as update:
+        update(2048, info="83.9 utt/s")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prepare train -> train: 2048/10336 utterances, 83.9 utt/s")
+    assert lines[0].endswith(" left")
+
+
 def test_a_log_is_not_flooded_and_the_last_line_always_comes():
     console, out = _log()
     with progress(console, "pretrain", 1000, "steps") as update:
