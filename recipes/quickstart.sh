@@ -46,12 +46,16 @@ MSE_WEIGHT=${MSE_WEIGHT:-0.5}
 TOKEN_MIX=${TOKEN_MIX:-$mix}
 if [[ $TOKEN_MIX == 0 ]]; then ATT_LR=${ATT_LR:-5e-4}; else ATT_LR=${ATT_LR:-5e-5}; fi
 # Voices speaking each of the sentences written to use the spoken questions' words that the WordNet
-# text lacks (smap/resources/qa_vocabulary_sentences.txt), added to the training text (0: none).
-# A held-out question's country or month is otherwise never heard in training. QA_VOCAB=8 with
-# --replicate (2026-12-03, runs on one machine; README, what was tried): questions 6.2 -> 31.2%
-# (Stage 1 zero-shot, the question asked speech first), WER 24.7 -> 30.0 on tts/test, so no mode
-# turns it on yet: it trades the WER target for the questions.
+# text lacks (smap/resources/qa_vocabulary_sentences.txt, six or more per word), added to the training
+# text (0: none). A held-out question's country or month is otherwise never heard in training. With
+# --replicate (2026-12-03, runs on one machine; README, what was tried), Stage 1 zero-shot: QA_VOCAB=2,
+# questions 6.2 -> 28.1%, WER 24.7 -> 27.2 on tts/test and 22.5 -> 20.1 on tts/everyday. No mode turns
+# it on yet: it trades tts/test WER for the questions.
 QA_VOCAB=${QA_VOCAB:-0}
+# 1: Stage 1 also trains on the training questions (train-qa: the held-out questions' frames, "what is
+# the opposite of", other key words). With QA_VOCAB=2 and --replicate (2026-12-03, runs on one
+# machine; README): Stage 1 zero-shot answers 40.6% of the questions (28.1 without), tts/test WER 27.2 -> 28.8.
+S1_QA=${S1_QA:-0}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER
 # (the replication's attach CE + MSE: 29.5 -> 25.4 on tts/test) for an evaluation about 3x as long:
 # --replicate decodes with 4, the quickstart greedily to keep to its 45 min (README).
@@ -71,7 +75,7 @@ prep() {  # prep SPLIT OUT [options]: the same corpus plan (seed, sizes) for eve
 }
 prep train "$DATA/tts/train" --llm smollm2-135m
 prep dev "$DATA/tts/dev" "${limit[@]}"
-if [[ $TASK_MIN -gt 0 ]]; then prep train-qa "$DATA/tts/train-qa"; fi
+if [[ $TASK_MIN -gt 0 || $S1_QA == 1 ]]; then prep train-qa "$DATA/tts/train-qa"; fi
 for split in test everyday test-qa; do
   prep "$split" "$DATA/tts/$split" "${limit[@]}"
   # The cascade's Whisper decodes features encoded in its 30 s window.
@@ -84,8 +88,9 @@ step "2/4 pretrain: Stage 1 on the LLM's input embeddings, no LLM loaded ($S1_MI
 # vector per token, in order, so the words need not be moved to their places; --ctc-align: in
 # training, exactly one per token, so a misread word does not shift the later targets (README, levers).
 align=(); [[ $S1_ALIGN == 1 && $S1_COMPRESS == ctc ]] && align=(--ctc-align)
+questions=(); [[ $S1_QA == 1 ]] && questions=(--train "$DATA/tts/train-qa")
 if [[ ! -f $WORK/pretrain/mapper/model.safetensors ]]; then
-  smap pretrain --train "$DATA/tts/train" --valid "$DATA/tts/dev" --llm smollm2-135m --out "$WORK/pretrain" \
+  smap pretrain --train "$DATA/tts/train" "${questions[@]}" --valid "$DATA/tts/dev" --llm smollm2-135m --out "$WORK/pretrain" \
     --preset small --pool 2 --compress "$S1_COMPRESS" "${align[@]}" --ce-weight "$S1_CE_WEIGHT" --steps 100000 --lr "$S1_LR" --warmup 200 --max-frames 4000 \
     --eval-every 250 --save-every 250 --time-budget "$S1_MIN" --resume
 fi
