@@ -10,7 +10,8 @@ Text (smap/resources/, provenance and licences in README.md there):
     arithmetic, plurals, general facts) for a spoken-question task.
   * qa_vocabulary_sentences.txt: 668 sentences written for smap that use the words of those
     questions that the WordNet text lacks (countries, months, days, animals...), at least six for
-    each word, none a question or its answer: with `qa_vocab_voices`, training text, so that a held-out question's words were heard.
+    each word, none a question or its answer: with `qa_vocab_voices`, training text, so that a
+    held-out question's words were heard.
 
 Splits (`SPLITS`), all disjoint in their sentences (compared after `normalize`):
   train          WordNet sentences (then, with `qa_vocab_voices`, the question-vocabulary
