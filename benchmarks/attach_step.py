@@ -56,7 +56,7 @@ def make_step(model: SpeechLLM, batch: int, speech: int, target: int, bf16: bool
     features = torch.randn(batch, frames, model.mapper.config.input_dim, generator=g)
     lengths = torch.full((batch,), frames)
     vocab = len(model.lm.tokenizer)
-    prompts = [model.lm.prompt_ids(Request("asr").instruction())] * batch
+    prompts = [model.lm.prompt_ids(Request("asr"))] * batch
     responses = [torch.randint(100, vocab, (target - 1,), generator=g).tolist() + [model.lm.format.eos_id]
                  for _ in range(batch)]
     optimizer = torch.optim.AdamW(model.mapper.parameters(), lr=1e-4)

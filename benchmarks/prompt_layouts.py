@@ -20,7 +20,7 @@ from pathlib import Path
 
 from smap.evaluate.metrics import answers_found, wer
 from smap.generate import generate_text, load_text_lm
-from smap.prompts import LAYOUTS, SPOKEN_QUESTION, Request
+from smap.prompts import LAYOUTS, Request
 from smap.speech_llm import Decoding, PromptedLM
 
 
@@ -58,7 +58,7 @@ def main() -> None:
                 out = generate_text(lm, ids, texts, [Request("asr")] * len(ids), decoding=decoding)
                 row[f"{split} WER, {name}"] = round(wer(refs, [o["output"] for o in out]), 1)
         out = generate_text(lm, [r["id"] for r in questions], [r["text"] for r in questions],
-                            [Request("free", prompt=SPOKEN_QUESTION)] * len(questions), decoding=decoding)
+                            [Request("sqa")] * len(questions), decoding=decoding)
         found = answers_found([r["answer"] for r in questions], [o["output"] for o in out])
         row["questions answered"] = f"{sum(found)} of {len(found)}"
         results.append(row)

@@ -60,7 +60,7 @@ def main() -> None:
 def report(lm, decoding: Decoding, prompt: str, ids: list[str], answers: list[str], readings: dict[str, list[str]],
            misses: bool) -> None:
     """One instruction's table: each reading answered, on the questions the transcript is answered under it."""
-    requests = [Request("free", prompt=prompt)] * len(ids)
+    requests = [Request("sqa", prompt=prompt)] * len(ids)
     replies = {name: [r["output"] for r in generate_text(lm, ids, texts, requests, decoding=decoding)]
                for name, texts in readings.items()}
     kept = [i for i, ok in enumerate(answers_found(answers, replies["transcript"])) if ok]

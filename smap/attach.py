@@ -33,7 +33,7 @@ from smap.data.store import atomic_write_text, open_stores
 from smap.evaluate.metrics import wer
 from smap.generate import generate_features, request_for
 from smap.mapper import SpeechMapper, mapper_folder
-from smap.prompts import DEFAULT_LAYOUT, check_layout
+from smap.prompts import DEFAULT_LAYOUT, Request, check_layout
 from smap.speech_llm import Decoding, ModelMismatchError, ModelSettings, SpeechLLM, stable_spec
 from smap.text import normalize
 from smap.training import LoopConfig, console, fit, make_accelerator
@@ -78,14 +78,13 @@ def task_of(record: dict) -> str:
     return "asr"
 
 
-def example(record: dict, task: str, phrasing: int | random.Random, asr_target: str, among: int = 0) -> tuple[str, str]:
-    """(instruction, response) of one record trained as `task`, the instruction drawn among the
-    first `among` phrasings given an RNG; prompts as `smap infer` builds them."""
-    instruction = request_for(record, task).instruction(phrasing, among)
+def example(record: dict, task: str, asr_target: str) -> tuple[Request, str]:
+    """(request, response) of one record trained as `task`; requests as `smap infer` builds them."""
+    request = request_for(record, task)
     if task == "asr":
         text = record.get("text", "")
-        return instruction, normalize(text) if asr_target == "normalized" else text
-    return instruction, record["translation"] if task == "st" else str(record["answer"])
+        return request, normalize(text) if asr_target == "normalized" else text
+    return request, record["translation"] if task == "st" else str(record["answer"])
 
 
 class MixedBatchSampler:
@@ -135,8 +134,8 @@ class Stage2:
         for index, record in zip(batch.indices, batch.records):
             choice = phrasing if phrasing is not None else random.Random(
                 f"{self.cfg.seed}:{self.sampler.epoch}:{index}")
-            instruction, response = example(record, self.task(index), choice, self.cfg.asr_target, self.cfg.phrasings)
-            prompts.append(lm.prompt_ids(instruction))
+            request, response = example(record, self.task(index), self.cfg.asr_target)
+            prompts.append(lm.prompt_ids(request, choice, self.cfg.phrasings))
             responses.append(lm.format.response_ids(response))
         return prompts, responses
 
@@ -153,7 +152,7 @@ def heldout_ce(model: SpeechLLM, data: UtteranceDataset, max_frames: int, limit:
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in evaluation_batches(data, max_frames, limit, model.lm.device):
-            pairs = [example(r, task_for(i, r), 0, asr_target) for i, r in zip(batch.indices, batch.records)]
+            pairs = [example(r, task_for(i, r), asr_target) for i, r in zip(batch.indices, batch.records)]
             contents, _ = model.speech_contents(batch.features, batch.lengths)
             ce, n = model.lm.response_loss(contents, [model.lm.prompt_ids(p[0]) for p in pairs],
                                            [model.lm.format.response_ids(p[1]) for p in pairs])
@@ -256,7 +255,7 @@ def validate(model: SpeechLLM, data: UtteranceDataset, cfg: AttachConfig, sample
     tasks = [task_for(i, r) for i, r in enumerate(records)]
     rows = generate_features(model, [r["id"] for r in records], [data[i]["features"] for i in range(n)],
                              [request_for(r, t) for r, t in zip(records, tasks)], cfg.max_frames, Decoding(max_new_tokens=64))
-    refs = [example(r, t, 0, cfg.asr_target)[1] for r, t in zip(records, tasks)]
+    refs = [example(r, t, cfg.asr_target)[1] for r, t in zip(records, tasks)]
     asr = [(ref, row["output"]) for ref, row, t in list(zip(refs, rows, tasks))[: cfg.valid_decode] if t == "asr"]
     if asr:
         metrics["wer"] = wer([a[0] for a in asr], [a[1] for a in asr])

@@ -45,7 +45,7 @@ from smap.data.store import FeatureStore, atomic_write_text
 from smap.evaluate.suites import question_text
 from smap.llm import load_causal_lm
 from smap.progress import Advance, silent
-from smap.prompts import DEFAULT_LAYOUT, SPOKEN_QUESTION, Request
+from smap.prompts import DEFAULT_LAYOUT, Request
 from smap.speech_llm import Decoding, PromptedLM, SpeechLLM
 
 
@@ -75,12 +75,9 @@ def load_text_lm(llm: str, system: str = "default", device: str | None = None,
 def request_for(record: dict, task: str, tgt_lang: str | None = None, question: str | None = None,
                 prompt: str | None = None) -> Request:
     """The request for one record: options given win, else the record's tgt_lang / question. An SQA
-    record with no question and no prompt given is a spoken question (`SPOKEN_QUESTION`)."""
-    if task == "sqa" and question is None:
-        if record.get("question"):
-            question = question_text(record)
-        elif prompt is None:
-            return Request("free", prompt=SPOKEN_QUESTION)
+    record with no question is a spoken question, asked `prompt` or `SPOKEN_QUESTION`."""
+    if task == "sqa" and question is None and record.get("question"):
+        question = question_text(record)
     return Request(task, tgt_lang or record.get("tgt_lang"), question, prompt)
 
 
@@ -123,7 +120,7 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
     instructions = [r.instruction() for r in requests]  # fails on a bad request before any work
     outputs: list[str | None] = [None] * len(ids)
     for chunk, contents in _speech_batches(model, features, max_frames):
-        prompts = [model.lm.prompt_ids(instructions[i]) for i in chunk]
+        prompts = [model.lm.prompt_ids(requests[i]) for i in chunk]
         limits = _limits([requests[i] for i in chunk], contents, decoding)
         for i, text in zip(chunk, model.lm.generate(contents, prompts, decoding, limits)):
             outputs[i] = text
@@ -198,7 +195,7 @@ def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requ
     for k in range(0, len(order), batch_size):
         chunk = order[k : k + batch_size]
         limits = _limits([requests[i] for i in chunk], [contents[i] for i in chunk], decoding)
-        texts_out = lm.generate([contents[i] for i in chunk], [lm.prompt_ids(instructions[i]) for i in chunk], decoding,
+        texts_out = lm.generate([contents[i] for i in chunk], [lm.prompt_ids(requests[i]) for i in chunk], decoding,
                                 limits)
         for i, text in zip(chunk, texts_out):
             outputs[i] = text

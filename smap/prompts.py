@@ -1,10 +1,11 @@
 """Instructions and chat-template rendering for the speech LLM.
 
 Every prompt is the LLM's own chat template around one user turn that holds the instruction and
-the speech, in the order of the layout (``quoted`` by default)::
+the speech, placed by the request's task in the order of the layout (``quoted`` by default;
+`Request.turn`)::
 
-    quoted: as instruction-first, the speech of an ASR prompt in double quotes, and a spoken
-    question (`SPOKEN_QUESTION`) as speech-first:
+    quoted: as instruction-first, the speech of an ASR request in double quotes, and a spoken
+    question (task ``sqa`` with no text question) as speech-first:
     <template up to the user content> <instruction>\n" [speech vectors] "<end of turn, assistant header>
 
     instruction-first:
@@ -30,7 +31,7 @@ table" -> "I'm here to help you carry this"). Given 300 held-out sentences as te
 repeats them at 3.9% WER quoted against 7.6% bare, and Stage 1's nearest-token reading of them at
 27.1% against 31.7% (everyday sentences: 5.2 against 11.1, 26.7 against 29.4;
 benchmarks/prompt_layouts.py). A spoken question is a message to answer: quoted, the LLM answered
-23 of 58 held-out questions given as text against 28, so only the ASR phrasings quote the speech.
+23 of 58 held-out questions given as text against 28, so only ASR requests quote the speech.
 
 Why a spoken question goes first: its reading comes lower-case and without a question mark, as the
 Stage-1 targets spell it, and after an instruction the LLM echoes it ("What is three times
@@ -41,7 +42,7 @@ old instruction-first "Answer the question in the audio with one word." answered
 
 Tasks: ``asr`` (transcribe), ``st`` (translate into ``tgt_lang``), ``sqa`` (answer ``question``,
 given as text beside the spoken passage) and ``free`` (the user's own ``prompt``). A spoken question
-(SQA with no text question: the speech is the question) is asked `SPOKEN_QUESTION`. Each task has
+(SQA with no text question: the speech is the question) is asked ``prompt`` or `SPOKEN_QUESTION`. Each task has
 several phrasings; training draws one at random so that no single wording is memorised, and
 inference uses the first unless told otherwise.
 """
@@ -123,12 +124,19 @@ def language_name(code_or_name: str) -> str:
 
 @dataclass(frozen=True)
 class Request:
-    """What to do with one utterance."""
+    """What to do with one utterance.
+
+    Task ``sqa`` with no ``question`` is a spoken question: the speech is the question, and the
+    instruction is ``prompt`` or `SPOKEN_QUESTION`."""
 
     task: str = "asr"
     tgt_lang: str | None = None
     question: str | None = None
-    prompt: str | None = None  # the instruction itself, for task "free"
+    prompt: str | None = None  # the instruction itself, for task "free" or a spoken question
+
+    @property
+    def spoken_question(self) -> bool:
+        return self.task == "sqa" and not self.question
 
     def instruction(self, phrasing: int | random.Random = 0, among: int = 0) -> str:
         """The instruction text: phrasing `i` of the task, or, given an RNG, a random one of the
@@ -141,11 +149,20 @@ class Request:
             raise PromptError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         if self.task == "st" and not self.tgt_lang:
             raise PromptError("task 'st' needs a target language (--tgt-lang, or tgt_lang in the store)")
-        if self.task == "sqa" and not self.question:
-            raise PromptError("task 'sqa' needs a question (--question, or question in the store)")
+        if self.spoken_question:
+            return self.prompt or SPOKEN_QUESTION
         options = INSTRUCTIONS[self.task]
         template = phrasing.choice(options[: among or None]) if isinstance(phrasing, random.Random) else options[phrasing % len(options)]
         return template.format(tgt_lang=language_name(self.tgt_lang or ""), question=(self.question or "").strip())
+
+    def turn(self, layout: str = DEFAULT_LAYOUT, phrasing: int | random.Random = 0, among: int = 0) -> str:
+        """The user turn: the instruction and `PLACEHOLDER`, placed as `layout` places this task."""
+        instruction = self.instruction(phrasing, among)
+        if layout == "speech-first" or (layout == "quoted" and self.spoken_question):
+            return f"{PLACEHOLDER}\n{instruction}"
+        if layout == "quoted" and self.task == "asr":
+            return f'{instruction}\n"{PLACEHOLDER}"'
+        return f"{instruction}\n{PLACEHOLDER}"
 
 
 def resolve_system(system: str) -> str | None:
@@ -156,15 +173,13 @@ def resolve_system(system: str) -> str | None:
 class PromptFormat:
     """The chat template of one tokenizer, split around the speech placeholder.
 
-    `prefix_ids` is shared by every prompt; `around(instruction)` gives the ids between the prefix
-    and the speech (the head) and after the speech (the tail, ending with the assistant header);
-    `response_ids(text)` is the target followed by EOS.
+    `prefix_ids` is shared by every prompt; `around(turn)` gives, for a user turn
+    (`Request.turn`), the ids between the prefix and the speech (the head) and after the speech
+    (the tail, ending with the assistant header); `response_ids(text)` is the target followed by EOS.
     """
 
-    def __init__(self, tokenizer, system: str = "default", layout: str = DEFAULT_LAYOUT):
-        if layout not in LAYOUTS:
-            raise PromptError(f"unknown prompt layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-        self.tokenizer, self.system, self.layout = tokenizer, system, layout
+    def __init__(self, tokenizer, system: str = "default"):
+        self.tokenizer, self.system = tokenizer, system
         if tokenizer.eos_token_id is None:
             raise PromptError("the tokenizer has no EOS token; cannot end a response")
         self.eos_id = int(tokenizer.eos_token_id)
@@ -186,14 +201,10 @@ class PromptFormat:
             raise PromptError("the chat template dropped the user message; cannot place the speech")
         return before, after
 
-    def _content(self, instruction: str) -> str:
-        if self.layout == "speech-first" or (self.layout == "quoted" and instruction == SPOKEN_QUESTION):
-            return f"{PLACEHOLDER}\n{instruction}"
-        quoted = self.layout == "quoted" and instruction in INSTRUCTIONS["asr"]
-        return f'{instruction}\n"{PLACEHOLDER}"' if quoted else f"{instruction}\n{PLACEHOLDER}"
-
-    def _split(self, instruction: str) -> tuple[str, str]:
-        before, after = self._template(self._content(instruction))
+    def _split(self, turn: str) -> tuple[str, str]:
+        if turn.count(PLACEHOLDER) != 1:
+            raise PromptError(f"a user turn needs the speech placeholder {PLACEHOLDER} once: {turn!r}")
+        before, after = self._template(turn)
         if not before.startswith(self._prefix):
             raise PromptError("the chat template renders the text before the user message differently for "
                               "different messages; cannot share a prompt prefix")
@@ -203,15 +214,15 @@ class PromptFormat:
         # Templates spell out their special tokens (BOS included), so none are added here.
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def around(self, instruction: str) -> tuple[list[int], list[int]]:
-        """(head, tail): the ids before and after the speech, for one instruction."""
-        head, tail = self._split(instruction)
+    def around(self, turn: str) -> tuple[list[int], list[int]]:
+        """(head, tail): the ids before and after the speech, for one user turn."""
+        head, tail = self._split(turn)
         return self._encode(head), self._encode(tail)
 
     def response_ids(self, text: str) -> list[int]:
         return self._encode(text) + [self.eos_id]
 
-    def render(self, instruction: str, speech: str = PLACEHOLDER) -> str:
+    def render(self, turn: str, speech: str = PLACEHOLDER) -> str:
         """The prompt as text, with `speech` where the speech vectors go (for logs and JSONL)."""
-        head, tail = self._split(instruction)
+        head, tail = self._split(turn)
         return self._prefix + head + speech + tail

@@ -36,6 +36,7 @@ Model folder (`SpeechLLM.save_pretrained`)::
 from __future__ import annotations
 
 import json
+import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ from smap.data.store import atomic_write_text
 from smap.llm import load_causal_lm, pad_id_of, resolve, tokenizer_fingerprint
 from smap.losses import content_length, pad_targets, response_ce, weighted_mse
 from smap.mapper import MapperOutput, SpeechMapper
-from smap.prompts import DEFAULT_LAYOUT, PromptFormat
+from smap.prompts import DEFAULT_LAYOUT, PromptFormat, Request, check_layout
 
 MODEL_FILE = "smap_model.json"
 MAPPER_DIR = "mapper"
@@ -112,8 +113,9 @@ class PromptedLM:
 
     def __init__(self, llm, tokenizer, system: str = "default", prefix_cache: bool = True,
                  logits_at_labels: bool = True, layout: str = DEFAULT_LAYOUT):
-        self.llm, self.tokenizer = llm, tokenizer
-        self.format = PromptFormat(tokenizer, system, layout)
+        check_layout(layout)
+        self.llm, self.tokenizer, self.layout = llm, tokenizer, layout
+        self.format = PromptFormat(tokenizer, system)
         self.use_prefix_cache = prefix_cache
         # Models that rescale or soft-cap logits after the head need the stock forward.
         cfg = llm.config.get_text_config()
@@ -142,11 +144,13 @@ class PromptedLM:
         """(n, dim) embeddings of a text's tokens: the text-only stand-in for speech vectors."""
         return self.embed(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def prompt_ids(self, instruction: str) -> tuple[list[int], list[int]]:
-        """(head, tail) ids around the content for one instruction (see `PromptFormat.around`)."""
-        if instruction not in self._prompts:
-            self._prompts[instruction] = self.format.around(instruction)
-        return self._prompts[instruction]
+    def prompt_ids(self, request: Request, phrasing: int | random.Random = 0, among: int = 0) -> tuple[list[int], list[int]]:
+        """(head, tail) ids around the content for one request, in this LM's layout (phrasing as
+        `Request.instruction`; see `PromptFormat.around`)."""
+        turn = request.turn(self.layout, phrasing, among)
+        if turn not in self._prompts:
+            self._prompts[turn] = self.format.around(turn)
+        return self._prompts[turn]
 
     # -- the shared prefix ---------------------------------------------------------------------
 
@@ -367,13 +371,6 @@ class SpeechLLM(nn.Module):
                 loss = loss + mse_weight * mse
                 logs["mse"] = float(mse.detach())
         return loss, logs
-
-    @torch.no_grad()
-    def generate(self, features: torch.Tensor, lengths: torch.Tensor, instructions: list[str],
-                 decoding: Decoding = Decoding()) -> list[str]:
-        """features (batch, frames, dim), lengths (batch,), one instruction per example -> texts."""
-        contents, _ = self.speech_contents(features, lengths)
-        return self.lm.generate(contents, [self.lm.prompt_ids(i) for i in instructions], decoding)
 
     # -- model folders -------------------------------------------------------------------------
 

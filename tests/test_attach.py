@@ -13,7 +13,7 @@ from smap.data.store import FeatureStore, StoreWriter
 from smap.llm import load_causal_lm
 from smap.mapper import SpeechMapper, preset
 from smap.llm import tokenizer_fingerprint
-from smap.prompts import INSTRUCTIONS, SPOKEN_QUESTION
+from smap.prompts import INSTRUCTIONS, Request
 from smap.speech_llm import MODEL_FILE, ModelSettings, SpeechLLM
 
 runner = CliRunner()
@@ -168,7 +168,7 @@ def test_task_mode_on_spoken_questions_asks_the_evaluation_instruction(tmp_path,
     # Any phrasing drawn: the question is the speech, asked as tts/test-qa asks it.
     prompts, responses = stage.prompts(collate([data[2], data[8 + 2]]))
     decode = model.lm.tokenizer.decode
-    assert prompts[0] == model.lm.prompt_ids(SPOKEN_QUESTION) and prompts[1] != prompts[0]
+    assert prompts[0] == model.lm.prompt_ids(Request("sqa")) and prompts[1] != prompts[0]
     assert decode(responses[0][:-1]) == sentences[2].split()[0] and decode(responses[1][:-1]) == sentences[2]
 
 
@@ -182,13 +182,14 @@ def test_phrasings_limits_the_instructions_drawn_in_training(tmp_path, setup, ti
         stage = Stage2(model, AttachConfig(out="x", phrasings=phrasings), data, len(data), BucketBatchSampler(data.lengths, 10_000))
         return {model.lm.tokenizer.decode(head) for head, _ in stage.prompts(batch)[0]}
 
-    def only(*instructions):
-        return {model.lm.tokenizer.decode(model.lm.prompt_ids(i)[0]) for i in instructions}
+    def only(n):
+        return {model.lm.tokenizer.decode(model.lm.prompt_ids(Request("asr"), k)[0]) for k in range(n)}
 
-    assert len(only(*INSTRUCTIONS["asr"])) == len(INSTRUCTIONS["asr"])  # the tiny tokenizer tells them apart
-    assert heads(1) == only(INSTRUCTIONS["asr"][0])
-    assert heads(2) == only(*INSTRUCTIONS["asr"][:2])
-    assert heads(0) == only(*INSTRUCTIONS["asr"])  # 24 draws cover all six
+    n = len(INSTRUCTIONS["asr"])
+    assert len(only(n)) == n  # the tiny tokenizer tells them apart
+    assert heads(1) == only(1)
+    assert heads(2) == only(2)
+    assert heads(0) == only(n)  # 24 draws cover all six
 
 
 def test_resume_continues_and_refuses_another_mapper(tmp_path, setup, tiny_llama):

@@ -59,7 +59,8 @@ def test_requests_come_from_options_then_records():
     assert request_for(rec, "sqa", question="Why?").question == "Why?"
     # No question anywhere: the speech is the question (tts/train-qa, tts/test-qa).
     spoken = {"id": "q", "text": "What is the capital of France?", "answer": "Paris"}
-    assert request_for(spoken, "sqa") == Request("free", prompt=SPOKEN_QUESTION)
+    assert request_for(spoken, "sqa") == Request("sqa") and request_for(spoken, "sqa").instruction() == SPOKEN_QUESTION
+    assert request_for(spoken, "sqa", prompt="Reply in a word.").instruction() == "Reply in a word."
 
 
 def test_text_only_path_is_plain_prompting_with_the_text_in_the_speech_slot(tiny_llama):
@@ -67,7 +68,7 @@ def test_text_only_path_is_plain_prompting_with_the_text_in_the_speech_slot(tiny
     texts, requests = ["the speech model", "what was it that he said"], [Request("asr"), Request("free", prompt="the a of")]
     rows = generate_text(lm, ["t0", "t1"], texts, requests, decoding=Decoding(max_new_tokens=6))
     for row, text, req in zip(rows, texts, requests):
-        ids = lm.tokenizer(lm.format.render(req.instruction(), speech=text), add_special_tokens=False,
+        ids = lm.tokenizer(lm.format.render(req.turn(lm.layout), speech=text), add_special_tokens=False,
                            return_tensors="pt")["input_ids"]
         # An ASR output stops at its text's tokens + asr_slack (1): 3 + 1 here, under 6.
         most = min(6, len(lm.embed_text(text)) + 1) if req.task == "asr" else 6

@@ -230,3 +230,11 @@ def test_answer_in_output_finds_the_answer_as_whole_words():
     hyps = ["The capital of Kenya is Nairobi.", "It is 120.", "Pacific ocean, I think", "I don't know"]
     # 1: yes; 2: "120" is not "12"; 3: yes (article dropped, case and punctuation normalised); 4: no
     assert answer_in_output(refs, hyps) == 50.0
+
+
+def test_answers_match_with_or_without_accents():
+    from smap.evaluate.metrics import answers_found, exact_match
+
+    assert answers_found(["Bogota", "Bogotá", "Sao Paulo"], ["The capital of Colombia is Bogotá.", "bogota", "São Paulo."]) == [True] * 3
+    assert exact_match(["Zürich"], ["zurich"]) == 100.0
+    assert answers_found(["Bogota"], ["Bogotano"]) == [False]  # still whole words

@@ -11,9 +11,9 @@ from smap.mapper import SpeechMapper, preset
 from smap.speech_llm import (IGNORE, Decoding, MODEL_FILE, ModelMismatchError, ModelSettings, PromptedLM, SpeechLLM,
                              read_settings, token_mixture)
 from smap.llm import tokenizer_fingerprint
-from smap.prompts import LAYOUTS
+from smap.prompts import LAYOUTS, Request
 
-INSTRUCTIONS = ["Transcribe the audio.", "what is it", "the a of to and"]
+REQUESTS = [Request("asr"), Request("free", prompt="what is it"), Request("sqa")]
 RESPONSES = ["the a of", "to and in is it that", "was"]
 
 
@@ -41,7 +41,7 @@ def _mapper(lm: PromptedLM, **extra) -> SpeechMapper:
 def test_speech_vectors_sit_exactly_at_the_placeholder(lm, pad_left, layout):
     lm = PromptedLM(lm.llm, lm.tokenizer, "short", layout=layout)
     contents = _contents(lm.llm.config.hidden_size)
-    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(r) for r in REQUESTS]
     responses = [lm.format.response_ids(r) for r in RESPONSES]
     a = lm.assemble(contents, prompts, responses, pad_left=pad_left)
     for b, content in enumerate(contents):
@@ -58,7 +58,7 @@ def test_speech_vectors_sit_exactly_at_the_placeholder(lm, pad_left, layout):
 
 def test_labels_cover_the_response_and_nothing_else(lm):
     contents = _contents(lm.llm.config.hidden_size)
-    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(r) for r in REQUESTS]
     responses = [lm.format.response_ids(r) for r in RESPONSES]
     a = lm.assemble(contents, prompts, responses)
     for b in range(len(contents)):
@@ -85,7 +85,7 @@ def _reference_ce(lm: PromptedLM, contents, prompts, responses) -> torch.Tensor:
 def test_prefix_cache_and_label_logits_give_the_full_forwards_loss(lm, layout):
     lm = PromptedLM(lm.llm, lm.tokenizer, "short", layout=layout)
     contents = _contents(lm.llm.config.hidden_size)
-    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(r) for r in REQUESTS]
     responses = [lm.format.response_ids(r) for r in RESPONSES]
     reference = _reference_ce(lm, contents, prompts, responses)
     for cache in (True, False):
@@ -99,7 +99,7 @@ def test_prefix_cache_and_label_logits_give_the_full_forwards_loss(lm, layout):
 @pytest.mark.parametrize("beams", [1, 3])
 def test_batched_cached_generation_matches_one_at_a_time_uncached(lm, beams):
     contents = _contents(lm.llm.config.hidden_size, seed=1)
-    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(r) for r in REQUESTS]
     lm.use_prefix_cache = True
     batched = lm.generate(contents, prompts, Decoding(max_new_tokens=6, num_beams=beams))
     lm.use_prefix_cache = False
@@ -111,7 +111,7 @@ def test_batched_cached_generation_matches_one_at_a_time_uncached(lm, beams):
 @pytest.mark.parametrize("beams", [1, 3])
 def test_each_row_stops_at_its_own_limit_as_if_decoded_alone(lm, beams):
     contents = _contents(lm.llm.config.hidden_size, seed=3)
-    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(r) for r in REQUESTS]
     limits = [2, 7, 4]
     batched = lm.generate(contents, prompts, Decoding(max_new_tokens=7, num_beams=beams), limits)
     alone = [lm.generate([c], [p], Decoding(max_new_tokens=n, num_beams=beams))[0]
@@ -131,7 +131,7 @@ def test_no_repeat_ngram_stops_the_loops_of_greedy_decoding(lm, monkeypatch):
         return len(pairs) != len(set(pairs))
 
     contents = _contents(lm.llm.config.hidden_size, seed=2)
-    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(r) for r in REQUESTS]
     lm.generate(contents, prompts, Decoding(max_new_tokens=40))
     guarded = lm.generate(contents, prompts, Decoding(max_new_tokens=40, no_repeat_ngram=2))
     assert any(map(loops, outputs[0]))  # a random tiny LM loops, as a weakly attached one does
@@ -142,7 +142,7 @@ def test_gradients_reach_the_mapper_only_and_ce_plus_mse_adds_the_stage1_loss(lm
     model = SpeechLLM(_mapper(lm), lm, ModelSettings(llm="tiny"))
     g = torch.Generator().manual_seed(0)
     features, lengths = torch.randn(3, 40, 16, generator=g), torch.tensor([40, 28, 33])
-    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(r) for r in REQUESTS]
     responses = [lm.format.response_ids(r) for r in RESPONSES]
     tokens = [torch.tensor([4, 5, 6]), torch.tensor([], dtype=torch.long), torch.tensor([7, 8])]
     ce_only, logs = model(features, lengths, prompts, responses)
@@ -166,7 +166,7 @@ def test_a_ctc_mapper_keeps_training_its_ctc_head_in_attach_at_its_own_weight(lm
     mapper.set_ctc_tokens(torch.tensor([4, 5, 7]))
     model = SpeechLLM(mapper, lm, ModelSettings(llm="tiny"))
     features, lengths = torch.randn(3, 40, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([40, 28, 33])
-    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS]
+    prompts = [lm.prompt_ids(r) for r in REQUESTS]
     responses = [lm.format.response_ids(r) for r in RESPONSES]
     tokens = [torch.tensor([4, 5, 6]), torch.tensor([], dtype=torch.long), torch.tensor([7, 8])]
     ce_only, logs = model(features, lengths, prompts, responses)  # no transcripts: no CTC
@@ -215,7 +215,7 @@ def test_a_token_mix_model_feeds_the_llm_mixtures_over_its_ctc_token_types(lm):
     assert [len(c) for c in contents] == [len(v) for v in vectors] and all(len(c) for c in contents)
     assert all(torch.equal(c, m) for c, m in zip(token_mixture(vectors, table, mixed.mix_vocab, lm.pad_id, 100.0), contents))
     assert torch.allclose(contents[0], table[5].expand_as(contents[0]), atol=1e-3)  # the LLM reads token 5
-    prompts = [lm.prompt_ids(i) for i in INSTRUCTIONS[:2]]
+    prompts = [lm.prompt_ids(r) for r in REQUESTS[:2]]
     responses = [lm.format.response_ids(r) for r in RESPONSES[:2]]
     loss, _ = SpeechLLM(mapper, lm, ModelSettings(llm="tiny", token_mix=5.0))(features, lengths, prompts, responses)
     loss.backward()
@@ -245,7 +245,7 @@ def test_model_folder_round_trip(tmp_path, tiny_llama):
     assert manifest["llm"] == str(tiny_llama) and manifest["encoder"] == "test-encoder" and manifest["system"] == "short"
     again = SpeechLLM.from_pretrained(tmp_path / "m")
     assert again.settings == settings and again.lm.format.prefix_ids == lm.format.prefix_ids
-    assert again.lm.format.layout == "speech-first"  # decoded with the layout it was trained with
+    assert again.lm.layout == "speech-first"  # decoded with the layout it was trained with
     # a folder from before layouts were recorded was trained speech-first, on the mapper's vectors
     (tmp_path / "m" / MODEL_FILE).write_text(json.dumps({k: v for k, v in manifest.items() if k not in ("layout", "token_mix")}))
     assert read_settings(tmp_path / "m").layout == "speech-first"

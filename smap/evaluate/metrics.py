@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,8 +302,10 @@ _ARTICLES = {"a", "an", "the"}
 
 
 def _answer_words(text: str) -> list[str]:
-    # SQuAD's answer normalisation: our text normalisation, then articles dropped.
-    return [w for w in normalize(text).split() if w not in _ARTICLES]
+    # SQuAD's answer normalisation: our text normalisation, then articles dropped; accents are
+    # folded too, since "Bogotá" answers "Bogota" (a chat LLM writes either).
+    folded = "".join(c for c in unicodedata.normalize("NFKD", normalize(text)) if not unicodedata.combining(c))
+    return [w for w in folded.split() if w not in _ARTICLES]
 
 
 def exact_match(refs: Sequence[str], hyps: Sequence[str]) -> float:

@@ -48,7 +48,7 @@ def _requests(split: Split, records: list[dict]):
     from smap.prompts import Request
 
     if split.prompt:  # a spoken question: the speech (or its transcript) is the question
-        return [Request("free", prompt=split.prompt)] * len(records)
+        return [Request("sqa", prompt=split.prompt)] * len(records)
     return [request_for(r, split.task, split.tgt_lang) for r in records]
 
 
@@ -115,7 +115,7 @@ class TextSystem:
 
     def describe(self) -> dict:
         return {"llm": self.llm_spec, "input": f"ASR transcript ({self.asr})" if self.asr else "gold transcript",
-                "layout": self.lm.format.layout,
+                "layout": self.lm.layout,
                 "inference": asdict(self.inference)}
 
     def outputs(self, split: Split, store: FeatureStore, limit: int | None, advance: Advance = silent) -> list[str]:
