@@ -16,12 +16,13 @@ cd "$(dirname "$0")/.."
 
 MODE=${1:-default}
 # TRAIN: training sentences (past ~9.8k, sentences with rarer words: `smap prepare --vocab`); EVAL: utterances per test split; minutes for Stage 1, each attach asr run
-# and the attach task run (0: none; the quickstart leaves it out to keep to its 45 min: TASK_MIN=10 adds it).
+# and the attach task run (0: none; the quickstart leaves it out to keep to its 45 min: TASK_MIN=10 adds it);
+# qa, s1qa: QA_VOCAB and S1_QA below.
 # TRAIN_SENTENCES=, S1_MIN=, ATT_MIN= in the environment override the mode's.
 case $MODE in
-  default)     train=9000; EVAL=100; s1=16; att=7;  TASK=0;  mix=100; beams=1; WORK=${SMAP_WORK:-work/quickstart} ;;
-  --fast)      train=1000; EVAL=12;  s1=1;  att=1;  TASK=1;  mix=0;   beams=1; WORK=${SMAP_WORK:-work/quickstart-fast} ;;
-  --replicate) train=9000; EVAL=0;   s1=40; att=20; TASK=10; mix=100; beams=4; WORK=${SMAP_WORK:-work/replicate} ;;
+  default)     train=9000; EVAL=100; s1=16; att=7;  TASK=0;  mix=100; beams=1; qa=0; s1qa=0; WORK=${SMAP_WORK:-work/quickstart} ;;
+  --fast)      train=1000; EVAL=12;  s1=1;  att=1;  TASK=1;  mix=0;   beams=1; qa=0; s1qa=0; WORK=${SMAP_WORK:-work/quickstart-fast} ;;
+  --replicate) train=9000; EVAL=0;   s1=40; att=20; TASK=10; mix=100; beams=4; qa=2; s1qa=1; WORK=${SMAP_WORK:-work/replicate} ;;
   *) echo "usage: bash recipes/quickstart.sh [--fast|--replicate]" >&2; exit 2 ;;
 esac
 TRAIN=${TRAIN_SENTENCES:-$train}
@@ -47,15 +48,15 @@ TOKEN_MIX=${TOKEN_MIX:-$mix}
 if [[ $TOKEN_MIX == 0 ]]; then ATT_LR=${ATT_LR:-5e-4}; else ATT_LR=${ATT_LR:-5e-5}; fi
 # Voices speaking each of the sentences written to use the spoken questions' words that the WordNet
 # text lacks (smap/resources/qa_vocabulary_sentences.txt, six or more per word), added to the training
-# text (0: none). A held-out question's country or month is otherwise never heard in training. With
-# --replicate (2026-12-03, runs on one machine; README, what was tried), Stage 1 zero-shot: QA_VOCAB=2,
-# questions 6.2 -> 28.1%, WER 24.7 -> 27.2 on tts/test and 22.5 -> 20.1 on tts/everyday. No mode turns
-# it on yet: it trades tts/test WER for the questions.
-QA_VOCAB=${QA_VOCAB:-0}
+# text (0: none). A held-out question's country or month is otherwise never heard in training.
 # 1: Stage 1 also trains on the training questions (train-qa: the held-out questions' frames, "what is
-# the opposite of", other key words). With QA_VOCAB=2 and --replicate (2026-12-03, runs on one
-# machine; README): Stage 1 zero-shot answers 40.6% of the questions (28.1 without), tts/test WER 27.2 -> 28.8.
-S1_QA=${S1_QA:-0}
+# the opposite of", other key words).
+# --replicate turns both on (QA_VOCAB=2 S1_QA=1). With its budgets (2026-12-03, runs on one machine;
+# README, what was tried), against both off: attach CE + MSE WER 26.0 -> 25.1 on tts/test and 21.0 -> 19.5
+# on tts/everyday, spoken questions 12.5 -> 50.0% where the topline is right; Stage 1 zero-shot reads
+# tts/test worse (24.7 -> 28.8). The quickstart keeps both off: its 16-minute Stage 1 has less to spare.
+QA_VOCAB=${QA_VOCAB:-$qa}
+S1_QA=${S1_QA:-$s1qa}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER
 # (the replication's attach CE + MSE: 29.5 -> 25.4 on tts/test) for an evaluation about 3x as long:
 # --replicate decodes with 4, the quickstart greedily to keep to its 45 min (README).
