@@ -52,9 +52,10 @@ if [[ $TOKEN_MIX == 0 ]]; then ATT_LR=${ATT_LR:-5e-4}; else ATT_LR=${ATT_LR:-5e-
 # 1: Stage 1 also trains on the training questions (train-qa: the held-out questions' frames, "what is
 # the opposite of", other key words).
 # --replicate turns both on (QA_VOCAB=2 S1_QA=1). With its budgets (2026-12-03, runs on one machine;
-# README, what was tried), against both off: attach CE + MSE WER 26.0 -> 25.1 on tts/test and 21.0 -> 19.5
-# on tts/everyday, spoken questions 12.5 -> 50.0% where the topline is right; Stage 1 zero-shot reads
-# tts/test worse (24.7 -> 28.8). The quickstart keeps both off: its 16-minute Stage 1 has less to spare.
+# README), against both off: attach CE + MSE WER 26.0 -> 25.1 and 27.6 (seeds 0, 1) on tts/test, 21.0 ->
+# 19.5 and 20.1 on tts/everyday, spoken questions 12.5 -> 50.0 and 43.8% where the topline is right;
+# Stage 1 zero-shot reads tts/test worse (24.7 -> 28.8). The quickstart keeps both off: its 16-minute
+# Stage 1 has less to spare.
 QA_VOCAB=${QA_VOCAB:-$qa}
 S1_QA=${S1_QA:-$s1qa}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER
