@@ -157,6 +157,7 @@ class Request:
 
     def turn(self, layout: str = DEFAULT_LAYOUT, phrasing: int | random.Random = 0, among: int = 0) -> str:
         """The user turn: the instruction and `PLACEHOLDER`, placed as `layout` places this task."""
+        check_layout(layout)
         instruction = self.instruction(phrasing, among)
         if layout == "speech-first" or (layout == "quoted" and self.spoken_question):
             return f"{PLACEHOLDER}\n{instruction}"

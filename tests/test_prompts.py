@@ -57,7 +57,7 @@ def test_prefix_is_shared_and_prompt_tokens_match_the_rendered_template(layout):
     # prefix + head + tail tokens are the rendered template's tokens, the speech being empty
     head, tail = fmt.around(WHAT.turn(layout))
     assert fmt.prefix_ids + head + tail == fmt.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-    # the prefix depends on neither the instruction nor the layout: one cache serves every prompt
+    # one prefix for every turn and layout (one cache serves every prompt); the turn is in head and tail
     assert fmt.around(WHAT.turn(layout)) != fmt.around(Request("free", prompt="the speech").turn(layout))
 
 
@@ -76,6 +76,8 @@ def test_the_instruction_comes_before_the_speech_unless_told_otherwise():
     assert rendered.index("SPEECH") < rendered.index("what is it")
     assert fmt.around(WHAT.turn("speech-first"))[0] == []  # nothing between prefix and speech
     assert fmt.tokenizer.decode(fmt.around(WHAT.turn("instruction-first"))[0]).strip() == "what is it"
+    with pytest.raises(PromptError, match="--layout must be one of .*, not 'audio-last'"):
+        WHAT.turn("audio-last")
 
 
 def test_the_default_layout_quotes_asr_speech_and_puts_a_spoken_question_first():

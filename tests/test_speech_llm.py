@@ -11,7 +11,7 @@ from smap.mapper import SpeechMapper, preset
 from smap.speech_llm import (IGNORE, Decoding, MODEL_FILE, ModelMismatchError, ModelSettings, PromptedLM, SpeechLLM,
                              read_settings, token_mixture)
 from smap.llm import tokenizer_fingerprint
-from smap.prompts import LAYOUTS, Request
+from smap.prompts import LAYOUTS, PromptError, Request
 
 REQUESTS = [Request("asr"), Request("free", prompt="what is it"), Request("sqa")]
 RESPONSES = ["the a of", "to and in is it that", "was"]
@@ -34,6 +34,11 @@ def _mapper(lm: PromptedLM, **extra) -> SpeechMapper:
     cfg.extra = {"tokenizer": tokenizer_fingerprint(lm.tokenizer), "llm": "tiny", **extra}
     torch.manual_seed(0)
     return SpeechMapper(cfg)
+
+
+def test_an_unknown_layout_is_refused_when_the_lm_is_built(lm):
+    with pytest.raises(PromptError, match="--layout must be one of .*, not 'audio-last'"):
+        PromptedLM(lm.llm, lm.tokenizer, layout="audio-last")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
