@@ -311,7 +311,7 @@ def infer(
 @friendly
 def evaluate(
     suite: Annotated[str, typer.Option(help="Comma list of suites, or suite/split: europarl (en-fr, en-de, en-es, en-it), covost2 (en-de, en-zh, en-it), librisqa (part1, part2), librispeech (test-clean, test-other), fleurs (en), spokensquad (test), tts (test, everyday, test-qa: the embedded default's synthetic speech). E.g. 'europarl,covost2,librisqa' or 'librispeech/test-clean'.", show_default=False)],
-    system: Annotated[str, typer.Option(help="Comma list of systems: 'smap' (the speech LLM: --model or --mapper), 'nearest' (each --model / --mapper's speech vectors read without the LLM, as their nearest token embeddings: what Stage 1 alone transcribes; rows NAME-nearest), 'transcript' (the gold transcript given to the same LLM as text: topline), 'cascade' (an ASR's transcript given to the LLM: --asr).")] = "smap",
+    system: Annotated[Optional[str], typer.Option(help="Comma list of systems: 'smap' (the speech LLM: --model or --mapper; the default), 'nearest' (each --model / --mapper's speech vectors read without the LLM, as their nearest token embeddings: what Stage 1 alone transcribes; rows NAME-nearest), 'transcript' (the gold transcript given to the same LLM as text: topline), 'cascade' (an ASR's transcript given to the LLM: --asr). With --rescore: which of the saved systems (default: all).", show_default=False)] = None,
     model: Annotated[Optional[list[str]], typer.Option("--model", help="Model folder from `smap attach`; its LLM also serves transcript and cascade. Repeat as NAME=DIR to compare several speech models in one table.")] = None,
     mapper: Annotated[Optional[list[str]], typer.Option("--mapper", help="A Stage-1 mapper folder (or pretrain run folder), evaluated zero-shot with --llm. Repeatable, NAME=DIR, like --model.")] = None,
     llm: Annotated[Optional[str], typer.Option(help="LLM spec ('smollm2-135m', a .gguf, a folder, a hub id): for --mapper (default: the one it was pretrained for), and for transcript/cascade without --model.")] = None,
@@ -330,6 +330,7 @@ def evaluate(
     no_repeat_ngram: NoRepeatNgram = 0,
     max_frames: Annotated[int, typer.Option(min=1, help="Speech batches: budget in feature frames.")] = 4000,
     batch_size: Annotated[int, typer.Option(min=1, help="Text batches (transcript, cascade, judges): prompts per batch.")] = 16,
+    rescore: Annotated[Optional[Path], typer.Option(help="Score again what the systems said in an earlier evaluation, from that --out folder (its results.json and outputs/), instead of running them: no model is loaded and nothing is decoded. The stores under --data-root give the references; --limit must be the earlier run's. For a fixed scorer, or a COMET model or --judge added later. --out may be the same folder.", show_default=False)] = None,
 ):
     """Score systems on the paper's suites: WER (ASR); COMET, BLEU, chrF and target-language adherence (ST); judged, exact-choice or exact-match accuracy (SQA).
 
@@ -342,8 +343,15 @@ def evaluate(
 
     splits = suites.select(suite)
     inference = systems.Inference(Decoding(max_new_tokens, num_beams, no_repeat_ngram, asr_slack), max_frames, batch_size)
-    chosen = systems.build([s.strip() for s in system.split(",") if s.strip()], models=model or [],
-                           mappers=mapper or [], llm=llm, token_mix=token_mix, mapper_system=mapper_system, asr=asr, asr_data_root=asr_data_root, inference=inference)
+    names = [s.strip() for s in (system or "").split(",") if s.strip()]
+    if rescore:
+        given = [f"--{o}" for o, v in (("model", model), ("mapper", mapper), ("llm", llm), ("asr", asr)) if v]
+        if given:
+            raise UserError(f"--rescore scores saved outputs: {', '.join(given)} would not be used")
+        chosen = systems.saved(rescore, names)
+    else:
+        chosen = systems.build(names or ["smap"], models=model or [], mappers=mapper or [], llm=llm, token_mix=token_mix,
+                               mapper_system=mapper_system, asr=asr, asr_data_root=asr_data_root, inference=inference)
     scoring = run.make_scoring(splits, comet_model, systems.judges(judge or [], batch_size))
     results = run.evaluate(splits, chosen, data_root, out, scoring, limit,
                            log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),

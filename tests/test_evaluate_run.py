@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -235,7 +236,7 @@ def test_help_teaches_every_option_and_names_every_suite():
     assert result.exit_code == 0
     for option in ("--suite", "--system", "--model", "--mapper", "--llm", "--asr", "--asr-data-root", "--data-root",
                    "--out", "--judge",
-                   "--comet-model", "--limit", "--num-beams", "--max-new-tokens", "--max-frames", "--batch-size"):
+                   "--comet-model", "--limit", "--num-beams", "--max-new-tokens", "--max-frames", "--batch-size", "--rescore"):
         assert option in result.output
     for name in suites.SUITES:
         assert name in result.output
@@ -252,6 +253,62 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path, args, message):
     result = runner.invoke(app, ["evaluate", *args, "--out", str(tmp_path / "out")], terminal_width=400)
     assert result.exit_code == 2, result.output
     assert result.output.strip().startswith(message) and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_rescore_scores_what_an_earlier_evaluation_said_without_running_a_system(root):
+    run.evaluate(select("tts/test"), [oracle, lossy], root / "data", root / "first", log=quiet)
+    first = json.loads((root / "first" / "results.json").read_text())
+    saved = root / "first" / "outputs" / "tts" / "test" / "oracle.jsonl"
+    rows = [json.loads(x) for x in saved.read_text().splitlines()]
+    rows[0]["output"] = "the cat sat on the hat"  # one substitution in 16 words: the file is what is scored
+    saved.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--rescore", str(root / "first"),
+                                 "--data-root", str(root / "data"), "--out", str(root / "again")], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    again = json.loads((root / "again" / "results.json").read_text())
+    assert {r["system"]: r["scores"]["wer"] for r in again["results"]} == {"oracle": 6.25, "lossy": 25.0}
+    assert again["systems"]["lossy"] == {"fake": "lossy", "rescored_from": str(root / "first")}
+    # the decoding's seconds, not the reading's
+    assert [r["seconds"] for r in again["results"]] == [r["seconds"] for r in first["results"]]
+    only = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--rescore", str(root / "first"), "--system", "lossy",
+                               "--data-root", str(root / "data"), "--out", str(root / "first")], terminal_width=400)
+    assert only.exit_code == 0, only.output
+    assert [r["system"] for r in json.loads((root / "first" / "results.json").read_text())["results"]] == ["lossy"]
+
+
+def test_rescore_names_a_damaged_or_mismatched_output_file_and_scores_the_others(root):
+    run.evaluate(select("tts/test"), [oracle, lossy], root / "data", root / "first", log=quiet)
+    saved = root / "first" / "outputs" / "tts" / "test"
+    lines = (saved / "oracle.jsonl").read_text().splitlines()
+    (saved / "oracle.jsonl").write_text("\n".join(lines[:2] + ['{"id": "utt0002", "outp'] + lines[3:]) + "\n")
+    args = ["evaluate", "--suite", "tts/test", "--rescore", str(root / "first"), "--data-root", str(root / "data")]
+    result = runner.invoke(app, [*args, "--out", str(root / "again")], terminal_width=400)
+    assert result.exit_code == 1
+    assert f"failed tts/test x oracle: ValueError: {saved / 'oracle.jsonl'}:3: not JSON" in result.output
+    assert [r["system"] for r in json.loads((root / "again" / "results.json").read_text())["results"]] == ["lossy"]
+    fewer = runner.invoke(app, [*args, "--system", "lossy", "--limit", "2", "--out", str(root / "two")], terminal_width=400)
+    assert fewer.exit_code == 1
+    assert f"{saved / 'lossy.jsonl'}: 4 outputs for 2 records (evaluate with the --limit" in fewer.output
+    shutil.rmtree(root / "data" / "tts" / "test")
+    write_store(root / "data" / "tts" / "test", TEXTS[::-1])  # prepared again, other references: not scored
+    changed = runner.invoke(app, [*args, "--system", "lossy", "--out", str(root / "three")], terminal_width=400)
+    assert changed.exit_code == 1
+    assert f"{root / 'data' / 'tts' / 'test'}: the store changed since {saved / 'lossy.jsonl'} was written" in changed.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "error: --rescore {first}: no results.json there"),
+    (["--model", "m"], "error: --rescore scores saved outputs: --model would not be used"),
+])
+def test_rescore_refuses_a_folder_without_a_report_or_options_it_would_not_use(tmp_path, extra, message):
+    first = tmp_path / "first"
+    first.mkdir()
+    result = runner.invoke(app, ["evaluate", "--suite", "tts", "--rescore", str(first), *extra,
+                                 "--out", str(tmp_path / "out")], terminal_width=400)
+    assert result.exit_code == 2, result.output
+    said = result.output.strip()
+    assert said.startswith(message.format(first=first)) and len(said.splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 

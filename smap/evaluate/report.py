@@ -155,14 +155,32 @@ def chart(results: Results, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def outputs_path(out: str | Path, split: Split, system: str) -> Path:
+    return Path(out) / "outputs" / split.suite / split.name / f"{system}.jsonl"
+
+
 def write_outputs(out: Path, split: Split, system: str, records: list[dict], hyps: list[str]) -> Path:
     """outputs/<suite>/<split>/<system>.jsonl: id, reference fields and the output, one line each."""
-    path = Path(out) / "outputs" / split.suite / split.name / f"{system}.jsonl"
+    path = outputs_path(out, split, system)
     path.parent.mkdir(parents=True, exist_ok=True)
     keep = ("id",) + split.needs
     atomic_write_text(path, "".join(json.dumps({**{k: r.get(k) for k in keep}, "output": h}, ensure_ascii=False) + "\n"
                                     for r, h in zip(records, hyps)))
     return path
+
+
+def read_outputs(path: Path) -> list[dict]:
+    """The rows `write_outputs` wrote; a line that is not one names the file and line."""
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("output"), str) or "id" not in row:
+            raise ValueError(f"{path}:{n}: not an output row (an object with 'id' and a string 'output')")
+        rows.append(row)
+    return rows
 
 
 def write(results: Results, out: str | Path) -> dict[str, Path]:

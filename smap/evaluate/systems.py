@@ -12,16 +12,19 @@
   ``whisper-tiny.en``, ``ct2:DIR``) decoding its own encoder's features: the same split under
   ``--asr-data-root`` if given, else the split's store (see `WhisperTranscriber`).
 
-Judges for SQA are text LLMs answering `metrics.judge_prompt` in one chat turn.
+`--rescore` replaces them all by what they said in an earlier evaluation (`SavedSystem`), and
+judges for SQA are text LLMs answering `metrics.judge_prompt` in one chat turn.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from smap.data.store import FeatureStore
+from smap.data.store import STORE_FILE, FeatureStore, sha256_file
+from smap.evaluate.report import outputs_path, read_outputs
 from smap.evaluate.suites import Split
 from smap.progress import Advance, silent
 from smap.speech_llm import Decoding
@@ -98,6 +101,63 @@ class NearestSystem:
 
         self.speech.check(store)
         return nearest_store(self.speech.model, store, limit, self.speech.inference.max_frames, advance)
+
+
+class SavedSystem:
+    """What a system said in an earlier evaluation, read back from that report folder's outputs/
+    (`report.write_outputs`) to be scored again without loading a model: after a scorer is
+    fixed, or with a COMET model or a judge added. Its rows must be the store's first records, in
+    order, and the store the one they were decoded from."""
+
+    passes = 1
+
+    def __init__(self, name: str, folder: str | Path, described: dict, seconds: dict[str, float],
+                 stores: dict[str, str]):
+        self.name, self.folder, self.described = name, Path(folder), described
+        self.seconds = seconds  # split key -> the decoding's seconds in the earlier run (see `run.System`)
+        self.stores = stores  # split key -> the sha256 of the store's index then
+
+    def describe(self) -> dict:
+        return {**self.described, "rescored_from": str(self.folder)}
+
+    def outputs(self, split: Split, store: FeatureStore, limit: int | None, advance: Advance = silent) -> list[str]:
+        path = outputs_path(self.folder, split, self.name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: {self.name} has no saved outputs on {split.key}")
+        then = self.stores.get(split.key)
+        if then and sha256_file(store.root / STORE_FILE) != then:
+            raise ValueError(f"{store.root}: the store changed since {path} was written (its {STORE_FILE} differs)")
+        rows, ids = read_outputs(path), [r["id"] for r in store.records[:limit]]
+        for n, (row, want) in enumerate(zip(rows, ids), 1):
+            if row["id"] != want:
+                raise ValueError(f"{path}:{n}: id {row['id']!r} where the store's record {n} is {want!r} "
+                                 "(outputs of another store)")
+        if len(rows) != len(ids):
+            raise ValueError(f"{path}: {len(rows)} outputs for {len(ids)} records "
+                             "(evaluate with the --limit of the run that wrote them)")
+        advance(len(rows))
+        return [r["output"] for r in rows]
+
+
+def saved(folder: str | Path, names: list[str] = ()) -> list[SavedSystem]:
+    """The systems of the evaluation whose report is in `folder` (its results.json), in its order,
+    or those of them named."""
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise SystemSpecError(f"--rescore {folder}: no results.json there (give the --out of an earlier `smap evaluate`)")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        described, entries, data = report["systems"], report["results"], report["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SystemSpecError(f"{path}: not a report of `smap evaluate` ({type(e).__name__}: {e})") from None
+    names = list(dict.fromkeys(names)) or list(described)
+    unknown = [n for n in names if n not in described]
+    if unknown:
+        raise SystemSpecError(f"--system: {', '.join(unknown)} not in {path} (it has {', '.join(described)})")
+    stores = {key: d.get("store_sha256") for key, d in data.items()}
+    return [SavedSystem(n, folder, described[n],
+                        {f"{e['suite']}/{e['split']}": e["seconds"] for e in entries if e["system"] == n}, stores)
+            for n in names]
 
 
 # split, store, limit, advance -> transcripts
