@@ -3,7 +3,7 @@
 #
 #   bash recipes/quickstart.sh              # ~45 min on 2 cores, set-up included
 #   bash recipes/quickstart.sh --fast       # a few minutes: every stage, tiny budgets (the tests run this)
-#   bash recipes/quickstart.sh --replicate  # ~2 h: the embedded replication, with learning curves
+#   bash recipes/quickstart.sh --replicate  # ~2 h 7 min on 2 cores: the embedded replication, with learning curves
 #
 # SmolLM2-135M-Instruct (GGUF) is the frozen LLM, Whisper tiny.en (CTranslate2) the frozen speech
 # encoder, and eSpeak NG speaks a synthetic corpus (WordNet usage examples for training; held-out
@@ -54,7 +54,8 @@ if [[ $TOKEN_MIX == 0 ]]; then ATT_LR=${ATT_LR:-5e-4}; else ATT_LR=${ATT_LR:-5e-
 # --replicate turns both on (QA_VOCAB=2 S1_QA=1). With its budgets (2026-12-03, runs on one machine;
 # README), against both off: attach CE + MSE WER 26.0 -> 25.1 and 27.6 (seeds 0, 1) on tts/test, 21.0 ->
 # 19.5 and 20.1 on tts/everyday, spoken questions 12.5 -> 50.0 and 43.8% where the topline is right;
-# Stage 1 zero-shot reads tts/test worse (24.7 -> 28.8). The quickstart keeps both off: its 16-minute
+# Stage 1 zero-shot reads tts/test worse (24.7 -> 28.8). End to end on 2026-12-04: 26.2, 19.1 and 53.1%
+# (README, first screen). The quickstart keeps both off: its 16-minute
 # Stage 1 has less to spare.
 QA_VOCAB=${QA_VOCAB:-$qa}
 S1_QA=${S1_QA:-$s1qa}
