@@ -18,12 +18,13 @@ py=.venv/bin/python
 names=(transformers huggingface_hub hf-xet httpx2 httpcore2 truststore kernels tomlkit tokenizers
        datasets dill multiprocess gguf jiwer rapidfuzz soundfile cffi pycparser py3langid espeakng-loader
        typer annotated-doc pydantic pydantic_core annotated-types typing-inspection typing_extensions)
-pins=()
-for name in "${names[@]}"; do
-  version=$("$py" -m pip show "$name" 2>/dev/null | awk '/^Version:/ { print $2 }')
-  [[ -n $version ]] || { echo "device_carry: $name is not installed in .venv" >&2; exit 1; }
-  pins+=("$name==$version")
-done
+# One pip call for all: NAME==VERSION for each one installed.
+mapfile -t pins < <("$py" -m pip show "${names[@]}" 2>/dev/null \
+  | awk '/^Name:/ { name = $2 } /^Version:/ { print name "==" $2 }')
+if (( ${#pins[@]} != ${#names[@]} )); then
+  echo "device_carry: ${#pins[@]} of the ${#names[@]} packages are installed in .venv (run bash recipes/setup.sh)" >&2
+  exit 1
+fi
 
 rm -rf .whl.tmp && mkdir .whl.tmp
 platforms=()

@@ -27,7 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 python3 -c "import torch, transformers, accelerate; print('torch', torch.__version__, '| transformers',
 transformers.__version__, '| accelerate', accelerate.__version__, '|', torch.cuda.get_device_name())" \
     | tee -a "$out/gpu.txt" || exit 1
-# The CLI's imports (typer needs pydantic, which the machine's image lacks): a package left behind
+# The CLI's imports (typer 0.29 needs pydantic, which the machine's image lacks): a package left behind
 # would otherwise fail every CLI test a minute in and leave the lease spent.
 python3 -m smap.cli --help > /dev/null 2> "$out/cli_import.txt" \
     || { echo "device_check: smap's CLI does not import here: $(tail -1 "$out/cli_import.txt")" >&2; exit 1; }
