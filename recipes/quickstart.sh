@@ -22,7 +22,7 @@ MODE=${1:-default}
 case $MODE in
   default)     train=9000; EVAL=100; s1=16; att=7;  TASK=0;  mix=100; beams=1; qa=0; s1qa=0; WORK=${SMAP_WORK:-work/quickstart} ;;
   --fast)      train=1000; EVAL=12;  s1=1;  att=1;  TASK=1;  mix=0;   beams=1; qa=0; s1qa=0; WORK=${SMAP_WORK:-work/quickstart-fast} ;;
-  --replicate) train=9000; EVAL=0;   s1=40; att=20; TASK=10; mix=100; beams=4; qa=2; s1qa=1; WORK=${SMAP_WORK:-work/replicate} ;;
+  --replicate) train=9000; EVAL=0;   s1=48; att=13; TASK=7;  mix=100; beams=4; qa=2; s1qa=1; WORK=${SMAP_WORK:-work/replicate} ;;
   *) echo "usage: bash recipes/quickstart.sh [--fast|--replicate]" >&2; exit 2 ;;
 esac
 TRAIN=${TRAIN_SENTENCES:-$train}
