@@ -3,7 +3,7 @@
 #
 #   bash recipes/quickstart.sh              # ~45 min on 2 cores, set-up included
 #   bash recipes/quickstart.sh --fast       # a few minutes: every stage, tiny budgets (the tests run this)
-#   bash recipes/quickstart.sh --replicate  # ~2 h 7 min on 2 cores: the embedded replication, with learning curves
+#   bash recipes/quickstart.sh --replicate  # ~1 h 55 min on 2 cores: the embedded replication, with learning curves
 #
 # SmolLM2-135M-Instruct (GGUF) is the frozen LLM, Whisper tiny.en (CTranslate2) the frozen speech
 # encoder, and eSpeak NG speaks a synthetic corpus (WordNet usage examples for training; held-out
@@ -19,6 +19,8 @@ MODE=${1:-default}
 # and the attach task run (0: none; the quickstart leaves it out to keep to its 45 min: TASK_MIN=10 adds it);
 # qa, s1qa: QA_VOCAB and S1_QA below.
 # TRAIN_SENTENCES=, S1_MIN=, ATT_MIN= in the environment override the mode's.
+# --replicate gives Stage 1 most of its two hours: attaching through token mixtures added 1-2.5 points in
+# 20 min, and Stage 1 was still learning at 40 (README: 48/13/13/7 min gave 24.0 WER where 40/20/20/10 gave 26.2).
 case $MODE in
   default)     train=9000; EVAL=100; s1=16; att=7;  TASK=0;  mix=100; beams=1; qa=0; s1qa=0; WORK=${SMAP_WORK:-work/quickstart} ;;
   --fast)      train=1000; EVAL=12;  s1=1;  att=1;  TASK=1;  mix=0;   beams=1; qa=0; s1qa=0; WORK=${SMAP_WORK:-work/quickstart-fast} ;;
@@ -54,9 +56,9 @@ if [[ $TOKEN_MIX == 0 ]]; then ATT_LR=${ATT_LR:-5e-4}; else ATT_LR=${ATT_LR:-5e-
 # --replicate turns both on (QA_VOCAB=2 S1_QA=1). With its budgets (2026-12-03, runs on one machine;
 # README), against both off: attach CE + MSE WER 26.0 -> 25.1 and 27.6 (seeds 0, 1) on tts/test, 21.0 ->
 # 19.5 and 20.1 on tts/everyday, spoken questions 12.5 -> 50.0 and 43.8% where the topline is right;
-# Stage 1 zero-shot reads tts/test worse (24.7 -> 28.8). End to end on 2026-12-04: 26.2, 19.1 and 53.1%
-# (README, first screen). The quickstart keeps both off: its 16-minute
-# Stage 1 has less to spare.
+# Stage 1 zero-shot reads tts/test worse (24.7 -> 28.8). End to end on 2026-12-04 with 48 min of Stage 1
+# and 13 per attach asr run: 24.0, 18.5 and 68.8% (README, first screen; 26.2, 19.1 and 53.1% with the
+# earlier 40 and 20). The quickstart keeps both off: its 16-minute Stage 1 has less to spare.
 QA_VOCAB=${QA_VOCAB:-$qa}
 S1_QA=${S1_QA:-$s1qa}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER
