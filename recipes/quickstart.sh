@@ -20,7 +20,8 @@ MODE=${1:-default}
 # qa, s1qa: QA_VOCAB and S1_QA below.
 # TRAIN_SENTENCES=, S1_MIN=, ATT_MIN= in the environment override the mode's.
 # --replicate gives Stage 1 most of its two hours: attaching through token mixtures added 1-2.5 points in
-# 20 min, and Stage 1 was still learning at 40 (README: 48/13/13/7 min gave 24.0 WER where 40/20/20/10 gave 26.2).
+# 20 min, and Stage 1 was still learning at 40. End to end (README, first screen): 48/13/13/7 min gave attach
+# CE + MSE 24.0 / 18.5 WER and 68.8% of the questions in 115 min, where 40/20/20/10 gave 26.2 / 19.1 and 53.1%.
 case $MODE in
   default)     train=9000; EVAL=100; s1=16; att=7;  TASK=0;  mix=100; beams=1; qa=0; s1qa=0; WORK=${SMAP_WORK:-work/quickstart} ;;
   --fast)      train=1000; EVAL=12;  s1=1;  att=1;  TASK=1;  mix=0;   beams=1; qa=0; s1qa=0; WORK=${SMAP_WORK:-work/quickstart-fast} ;;
@@ -53,12 +54,11 @@ if [[ $TOKEN_MIX == 0 ]]; then ATT_LR=${ATT_LR:-5e-4}; else ATT_LR=${ATT_LR:-5e-
 # text (0: none). A held-out question's country or month is otherwise never heard in training.
 # 1: Stage 1 also trains on the training questions (train-qa: the held-out questions' frames, "what is
 # the opposite of", other key words).
-# --replicate turns both on (QA_VOCAB=2 S1_QA=1). With its budgets (2026-12-03, runs on one machine;
-# README), against both off: attach CE + MSE WER 26.0 -> 25.1 and 27.6 (seeds 0, 1) on tts/test, 21.0 ->
-# 19.5 and 20.1 on tts/everyday, spoken questions 12.5 -> 50.0 and 43.8% where the topline is right;
-# Stage 1 zero-shot reads tts/test worse (24.7 -> 28.8). End to end on 2026-12-04 with 48 min of Stage 1
-# and 13 per attach asr run: 24.0, 18.5 and 68.8% (README, first screen; 26.2, 19.1 and 53.1% with the
-# earlier 40 and 20). The quickstart keeps both off: its 16-minute Stage 1 has less to spare.
+# --replicate turns both on (QA_VOCAB=2 S1_QA=1). With its budgets of then (40 min of Stage 1, 20 per
+# attach run; 2026-12-03, runs on one machine; README), against both off: attach CE + MSE WER 26.0 -> 25.1
+# and 27.6 (seeds 0, 1) on tts/test, 21.0 -> 19.5 and 20.1 on tts/everyday, spoken questions 12.5 -> 50.0
+# and 43.8% where the topline is right; Stage 1 zero-shot reads tts/test worse (24.7 -> 28.8). The
+# quickstart keeps both off: its 16-minute Stage 1 has less to spare.
 QA_VOCAB=${QA_VOCAB:-$qa}
 S1_QA=${S1_QA:-$s1qa}
 # The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER
