@@ -7,7 +7,9 @@ For each layout (`smap.prompts.LAYOUTS`) and each input, the text path of `smap 
   * ASR splits (test, everyday): WER against the transcript, given the transcript itself (the
     topline) or what an earlier evaluation's system output (default: `stage1-nearest`, Stage 1's
     vectors read as their nearest tokens: about what the LLM reads from token mixtures);
-  * the spoken questions (test-qa): questions whose answer is in the output, given the question.
+  * the spoken questions: questions whose answer is in the output, given the question. A layout is
+    chosen here, so they are the training questions (`--questions train-qa`, an evaluation of
+    `--suite data/tts/train-qa`), not the held-out test-qa that reports the result.
 Inputs are the JSONL files of `smap evaluate` (`id`, `text`, `output`, and `answer` for questions),
 so no speech is encoded here. Prints JSON and a table.
 """
@@ -32,6 +34,8 @@ def read_jsonl(path: Path, limit: int | None) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--outputs", type=Path, required=True, help="an evaluation's outputs/<suite> folder")
+    ap.add_argument("--questions", default="train-qa", help="the split of spoken questions to choose on (not test-qa, "
+                    "which reports the result)")
     ap.add_argument("--llm", default="smollm2-135m")
     ap.add_argument("--asr-splits", default="test,everyday")
     ap.add_argument("--read", default="stage1-nearest", help="the system whose outputs are read besides the transcript")
@@ -45,7 +49,7 @@ def main() -> None:
         read = {r["id"]: r["output"] for r in read_jsonl(args.outputs / split / f"{args.read}.jsonl", None)}
         refs = [r["text"] for r in gold]
         splits[split] = ([r["id"] for r in gold], refs, {"transcript": refs, args.read: [read[r["id"]] for r in gold]})
-    questions = read_jsonl(args.outputs / "test-qa" / "transcript.jsonl", args.limit)
+    questions = read_jsonl(args.outputs / args.questions / "transcript.jsonl", args.limit)
 
     decoding = Decoding(no_repeat_ngram=3)
     loaded = load_text_lm(args.llm, system="short")

@@ -1,8 +1,11 @@
 """What caps the spoken questions: the frozen LLM answering readings of them given as text.
 
-    python benchmarks/question_readings.py --outputs work/replicate/eval/outputs/tts/test-qa
+    smap evaluate --suite data/tts/train-qa --system smap,nearest,transcript ... --out work/replicate/eval-train-qa
+    python benchmarks/question_readings.py --outputs work/replicate/eval-train-qa/outputs/tts/train-qa
 
-The held-out questions (tts/test-qa) are given to the LLM as text where the speech goes, with the
+Instructions and layouts are chosen here, so the questions are the training questions (tts/train-qa,
+evaluated as a store folder), never the held-out tts/test-qa, which reports the result. They are given
+to the LLM as text where the speech goes, with the
 instruction and decoding of `smap evaluate` (`smap.prompts.SPOKEN_QUESTION`, the short system
 message, `--no-repeat-ngram 3`, `--num-beams`), in several readings:
   * transcript: the question as written ("What is the capital of Portugal?"), the topline;
@@ -33,7 +36,8 @@ from smap.text import normalize
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--outputs", type=Path, required=True, help="an evaluation's outputs/tts/test-qa folder")
+    ap.add_argument("--outputs", type=Path, required=True, help="an evaluation's outputs/tts/train-qa folder "
+                    "(choose on training questions, not on test-qa)")
     ap.add_argument("--llm", default="smollm2-135m")
     ap.add_argument("--num-beams", type=int, default=4, help="as the evaluation decoded (--replicate: 4)")
     ap.add_argument("--misses", action="store_true", help="also print each reading's unanswered questions")

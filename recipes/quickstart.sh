@@ -10,62 +10,52 @@
 # sentences in held-out voices, everyday sentences and spoken questions for testing).
 # Stages: prepare -> pretrain (Stage 1, no LLM) -> attach asr CE, attach asr CE+MSE (and, in --fast and
 # --replicate, attach task: spoken questions with ASR mixed in) -> evaluate.
+# Every setting of a stage is in its config, recipes/configs/quickstart/ (--replicate:
+# recipes/configs/replicate/), one YAML per command; this script chains the commands and gives the paths.
 # Re-running reuses what is built: stores resume, finished runs are skipped.
+#
+# The environment overrides a config's value (each passed as a flag, which wins over the config):
+#   TRAIN_SENTENCES  training sentences (prepare --tts-train; past ~9.8k, sentences with rarer words)
+#   QA_VOCAB         voices speaking the question-vocabulary sentences (prepare --qa-vocab-voices; 0: none)
+#   S1_MIN, ATT_MIN  minutes of Stage 1 and of each attach asr run (--time-budget)
+#   TASK_MIN         minutes of the attach task run (0: none; the quickstart runs it only when this is set)
+#   S1_QA            1: Stage 1 also trains on the training questions (tts/train-qa); --replicate: 1
+#   S1_COMPRESS, S1_ALIGN, S1_CE_WEIGHT  Stage 1's --compress, --ctc-align (1) or not (0), --ce-weight
+#   TOKEN_MIX        what the LLM reads (--token-mix; 0: the vectors themselves, as in the paper, attached
+#                    at 5e-4; else token mixtures of this sharpness, attached at 5e-5: 5e-4 undid Stage 1)
+#   BEAMS            the beam width of every system's decoding in the evaluation (--num-beams)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${1:-default}
-# TRAIN: training sentences (past ~9.8k, sentences with rarer words: `smap prepare --vocab`); EVAL: utterances per test split; minutes for Stage 1, each attach asr run
-# and the attach task run (0: none; the quickstart leaves it out to keep to its 45 min: TASK_MIN=10 adds it);
-# qa, s1qa: QA_VOCAB and S1_QA below.
-# TRAIN_SENTENCES=, S1_MIN=, ATT_MIN= in the environment override the mode's.
-# --replicate gives Stage 1 most of its two hours: attaching through token mixtures added 1-2.5 points in
-# 20 min, and Stage 1 was still learning at 40. End to end (README, first screen): 48/13/13/7 min gave attach
-# CE + MSE 24.0 / 18.5 WER and 68.8% of the questions in 115 min, where 40/20/20/10 gave 26.2 / 19.1 and 53.1%.
+# EVAL: utterances per held-out split (0: all). --fast is the quickstart at tiny sizes and budgets, on
+# the vectors themselves: a 1-minute Stage 1 gives a mixture next to nothing to read, and a minute at
+# the mixtures' low rate does not move it.
 case $MODE in
-  default)     train=9000; EVAL=100; s1=16; att=7;  TASK=0;  mix=100; beams=1; qa=0; s1qa=0; WORK=${SMAP_WORK:-work/quickstart} ;;
-  --fast)      train=1000; EVAL=12;  s1=1;  att=1;  TASK=1;  mix=0;   beams=1; qa=0; s1qa=0; WORK=${SMAP_WORK:-work/quickstart-fast} ;;
-  --replicate) train=9000; EVAL=0;   s1=48; att=13; TASK=7;  mix=100; beams=4; qa=2; s1qa=1; WORK=${SMAP_WORK:-work/replicate} ;;
+  default)     CONFIGS=recipes/configs/quickstart; EVAL=100; task=0; S1_QA=${S1_QA:-0}; WORK=${SMAP_WORK:-work/quickstart} ;;
+  --fast)      CONFIGS=recipes/configs/quickstart; EVAL=12;  task=1; S1_QA=${S1_QA:-0}; WORK=${SMAP_WORK:-work/quickstart-fast}
+               : "${TRAIN_SENTENCES:=1000}" "${S1_MIN:=1}" "${ATT_MIN:=1}" "${TASK_MIN:=1}" "${TOKEN_MIX:=0}" ;;
+  --replicate) CONFIGS=recipes/configs/replicate;  EVAL=0;   task=1; S1_QA=${S1_QA:-1}; WORK=${SMAP_WORK:-work/replicate} ;;
   *) echo "usage: bash recipes/quickstart.sh [--fast|--replicate]" >&2; exit 2 ;;
 esac
-TRAIN=${TRAIN_SENTENCES:-$train}
-S1_MIN=${S1_MIN:-$s1}
-ATT_MIN=${ATT_MIN:-$att}
-# Stage-1 learning rate and token cross-entropy weight, and the CE+MSE weight of attach: see README,
-# "The embedded replication, and what was tried".
-S1_LR=${S1_LR:-2e-3}
-S1_CE_WEIGHT=${S1_CE_WEIGHT:-0.02}
-# Stage-1 mapper: 'ctc' (one output vector per run of a CTC head's labels: README, what was tried) or
-# 'none' (the paper's fixed-ratio output).
-S1_COMPRESS=${S1_COMPRESS:-ctc}
-# With 'ctc': cut Stage 1's training utterances by the transcript's forced CTC alignment, one vector
-# per token (1), or by the head's greedy labels, as at inference (0).
-S1_ALIGN=${S1_ALIGN:-1}
-MSE_WEIGHT=${MSE_WEIGHT:-0.5}
-# Attach: what the LLM reads. 100: each speech vector as a sharp mixture of token embeddings
-# (`smap attach --token-mix`, not in the paper; README), trained at a learning rate ten times lower
-# (5e-4 undid what Stage 1 had learnt); 0: the vectors themselves, as in the paper. --fast keeps 0: a
-# 1-minute Stage 1 gives the mixture next to nothing to read, and a minute at the lower rate does not
-# move it.
-TOKEN_MIX=${TOKEN_MIX:-$mix}
-if [[ $TOKEN_MIX == 0 ]]; then ATT_LR=${ATT_LR:-5e-4}; else ATT_LR=${ATT_LR:-5e-5}; fi
-# Voices speaking each of the sentences written to use the spoken questions' words that the WordNet
-# text lacks (smap/resources/qa_vocabulary_sentences.txt, six or more per word), added to the training
-# text (0: none). A held-out question's country or month is otherwise never heard in training.
-# 1: Stage 1 also trains on the training questions (train-qa: the held-out questions' frames, "what is
-# the opposite of", other key words).
-# --replicate turns both on (QA_VOCAB=2 S1_QA=1). With its budgets of then (40 min of Stage 1, 20 per
-# attach run; 2026-12-03, runs on one machine; README), against both off: attach CE + MSE WER 26.0 -> 25.1
-# and 27.6 (seeds 0, 1) on tts/test, 21.0 -> 19.5 and 20.1 on tts/everyday, spoken questions 12.5 -> 50.0
-# and 43.8% where the topline is right; Stage 1 zero-shot reads tts/test worse (24.7 -> 28.8). The
-# quickstart keeps both off: its 16-minute Stage 1 has less to spare.
-QA_VOCAB=${QA_VOCAB:-$qa}
-S1_QA=${S1_QA:-$s1qa}
-# The beam width of every system's decoding in the evaluation. 4 lowered every attached model's WER
-# (the replication's attach CE + MSE: 29.5 -> 25.4 on tts/test) for an evaluation about 3x as long:
-# --replicate decodes with 4, the quickstart greedily to keep to its 45 min (README).
-BEAMS=${BEAMS:-$beams}
-TASK_MIN=${TASK_MIN:-$TASK}
+if [[ -n ${TASK_MIN:-} ]]; then task=$(( TASK_MIN > 0 )); fi
+
+# flags VAR FLAG [VAR FLAG ...]: "FLAG $VAR" for each VAR that is set, one word a line.
+flags() {
+  while (( $# )); do
+    if [[ -n ${!1:-} ]]; then printf '%s\n' "$2" "${!1}"; fi
+    shift 2
+  done
+}
+mapfile -t prep_flags < <(flags TRAIN_SENTENCES --tts-train QA_VOCAB --qa-vocab-voices)
+mapfile -t s1_flags < <(flags S1_MIN --time-budget S1_COMPRESS --compress S1_CE_WEIGHT --ce-weight)
+# --ctc-align (the configs') needs --compress ctc.
+if [[ ${S1_ALIGN:-} == 0 || ${S1_COMPRESS:-ctc} != ctc ]]; then s1_flags+=(--no-ctc-align); fi
+mix_flags=()
+if [[ -n ${TOKEN_MIX:-} ]]; then
+  if [[ $TOKEN_MIX == 0 ]]; then mix_flags=(--token-mix 0 --lr 5e-4); else mix_flags=(--token-mix "$TOKEN_MIX" --lr 5e-5); fi
+fi
+mapfile -t eval_flags < <(flags TOKEN_MIX --token-mix BEAMS --num-beams)
 
 bash recipes/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
@@ -73,63 +63,51 @@ DATA=$WORK/data
 limit=(); [[ $EVAL -gt 0 ]] && limit=(--limit "$EVAL")
 step() { echo; echo "== $1"; }
 
-step "1/4 prepare: eSpeak NG speech -> Whisper tiny.en features ($TRAIN training sentences)"
-prep() {  # prep SPLIT OUT [options]: the same corpus plan (seed, sizes) for every split
+step "1/4 prepare: eSpeak NG speech -> Whisper tiny.en features ($CONFIGS/prepare.yaml)"
+prep() {  # prep SPLIT OUT [options]: the same corpus plan (the config's seed and sizes) for every split
   local split=$1 out=$2; shift 2
-  smap prepare --dataset tts --split "$split" --tts-train "$TRAIN" --qa-vocab-voices "$QA_VOCAB" --out "$out" "$@"
+  smap prepare --config "$CONFIGS/prepare.yaml" "${prep_flags[@]}" --split "$split" --out "$out" "$@"
 }
 prep train "$DATA/tts/train" --llm smollm2-135m
 prep dev "$DATA/tts/dev" "${limit[@]}"
-if [[ $TASK_MIN -gt 0 || $S1_QA == 1 ]]; then prep train-qa "$DATA/tts/train-qa"; fi
+if [[ $task == 1 || $S1_QA == 1 ]]; then prep train-qa "$DATA/tts/train-qa"; fi
 for split in test everyday test-qa; do
   prep "$split" "$DATA/tts/$split" "${limit[@]}"
   # The cascade's Whisper decodes features encoded in its 30 s window.
   prep "$split" "$WORK/asr-data/tts/$split" --encoder whisper-tiny.en --window "${limit[@]}"
 done
 
-step "2/4 pretrain: Stage 1 on the LLM's input embeddings, no LLM loaded ($S1_MIN min)"
-# --pool 2: Whisper's 50 Hz frames averaged in pairs; half the cost per step. --ce-weight: a token
-# cross-entropy beside the MSE, so that uncertain outputs pick a word. --compress ctc: about one output
-# vector per token, in order, so the words need not be moved to their places; --ctc-align: in
-# training, exactly one per token, so a misread word does not shift the later targets (README, levers).
-align=(); [[ $S1_ALIGN == 1 && $S1_COMPRESS == ctc ]] && align=(--ctc-align)
+step "2/4 pretrain: Stage 1 on the LLM's input embeddings, no LLM loaded ($CONFIGS/pretrain.yaml)"
 questions=(); [[ $S1_QA == 1 ]] && questions=(--train "$DATA/tts/train-qa")
 if [[ ! -f $WORK/pretrain/mapper/model.safetensors ]]; then
-  smap pretrain --train "$DATA/tts/train" "${questions[@]}" --valid "$DATA/tts/dev" --llm smollm2-135m --out "$WORK/pretrain" \
-    --preset small --pool 2 --compress "$S1_COMPRESS" "${align[@]}" --ce-weight "$S1_CE_WEIGHT" --steps 100000 --lr "$S1_LR" --warmup 200 --max-frames 4000 \
-    --eval-every 250 --save-every 250 --time-budget "$S1_MIN" --resume
+  smap pretrain --config "$CONFIGS/pretrain.yaml" "${s1_flags[@]}" --train "$DATA/tts/train" "${questions[@]}" \
+    --valid "$DATA/tts/dev" --out "$WORK/pretrain"
 fi
 
 models=()  # the attached models, for the evaluation
-attach_run() {  # attach_run NAME MINUTES [options]: one attach run from the Stage-1 mapper, skipped once finished
-  local name=$1 min=$2; shift 2
+attach_run() {  # attach_run NAME CONFIG [options]: one attach run from the Stage-1 mapper, skipped once finished
+  local name=$1 config=$2; shift 2
   if [[ ! -f $WORK/attach-$name/smap_model.json ]]; then
-    # bf16 halves the frozen LLM's cost on a CPU; the short system message shortens every prompt.
-    smap attach --mapper "$WORK/pretrain" --valid "$DATA/tts/dev" --out "$WORK/attach-$name" --system short \
-      --mixed-precision bf16 --steps 1000 --lr "$ATT_LR" --token-mix "$TOKEN_MIX" --warmup 20 --max-frames 2000 --eval-every 100 --save-every 100 \
-      --max-valid 64 --eval-at-start --time-budget "$min" --resume "$@"
+    smap attach --config "$CONFIGS/$config.yaml" "${mix_flags[@]}" --mapper "$WORK/pretrain" --valid "$DATA/tts/dev" \
+      --out "$WORK/attach-$name" "$@"
   fi
   models+=(--model "attach-$name=$WORK/attach-$name")
 }
 
-step "3/4 attach asr (CE), then attach asr (CE + $MSE_WEIGHT x MSE) ($ATT_MIN min each)"
-attach_run ce "$ATT_MIN" --mode asr --train "$DATA/tts/train" --mse-weight 0
-attach_run ce-mse "$ATT_MIN" --mode asr --train "$DATA/tts/train" --mse-weight "$MSE_WEIGHT"
-if [[ $TASK_MIN -gt 0 ]]; then
-  step "3b/4 attach task: spoken questions, half the batches ASR (CE + $MSE_WEIGHT x MSE) ($TASK_MIN min)"
+step "3/4 attach asr (CE), then attach asr (CE + MSE) ($CONFIGS/attach-asr-ce.yaml, attach-asr-ce-mse.yaml)"
+mapfile -t att_flags < <(flags ATT_MIN --time-budget)
+attach_run ce attach-asr-ce --train "$DATA/tts/train" "${att_flags[@]}"
+attach_run ce-mse attach-asr-ce-mse --train "$DATA/tts/train" "${att_flags[@]}"
+if [[ $task == 1 ]]; then
+  step "3b/4 attach task: spoken questions, half the batches ASR ($CONFIGS/attach-task.yaml)"
   # The paper's task mode: the target task's data (here the training questions, answered in one word,
   # asked as tts/test-qa asks them) with whole ASR batches mixed in, so that transcription is not lost.
-  attach_run task "$TASK_MIN" --mode task --train "$DATA/tts/train-qa" --asr-train "$DATA/tts/train" --asr-mix 0.5 \
-    --mse-weight "$MSE_WEIGHT"
+  mapfile -t task_flags < <(flags TASK_MIN --time-budget)
+  attach_run task attach-task --train "$DATA/tts/train-qa" --asr-train "$DATA/tts/train" "${task_flags[@]}"
 fi
 
-step "4/4 evaluate: topline, cascade, Stage 1 only and the attached models"
-# --no-repeat-ngram 3, for every system: a weakly attached model can loop ("on the other hand on the other hand").
-# nearest: each mapper's vectors read without the LLM (rows NAME-nearest), what the LLM has to read.
-# Stage 1 only is read zero-shot as the attach runs read it (--token-mix, the short system message).
-smap evaluate --suite tts --data-root "$DATA" --out "$WORK/eval" --system transcript,cascade,smap,nearest --no-repeat-ngram 3 \
-  --num-beams "$BEAMS" \
-  --asr whisper-tiny.en --asr-data-root "$WORK/asr-data" --mapper "stage1=$WORK/pretrain/mapper" \
-  --token-mix "$TOKEN_MIX" --mapper-system short "${models[@]}" "${limit[@]}"
+step "4/4 evaluate: topline, cascade, Stage 1 only and the attached models ($CONFIGS/evaluate.yaml)"
+smap evaluate --config "$CONFIGS/evaluate.yaml" "${eval_flags[@]}" --data-root "$DATA" --out "$WORK/eval" \
+  --asr-data-root "$WORK/asr-data" --mapper "stage1=$WORK/pretrain/mapper" "${models[@]}" "${limit[@]}"
 echo "table: $WORK/eval/results.md"
 python benchmarks/learning_curves.py "$WORK"

@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 
 from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, evaluation_batches, training_loader
-from smap.data.store import atomic_write_text, open_stores
-from smap.evaluate.metrics import wer
+from smap.data.store import open_stores
+from smap.fileio import atomic_write_text
 from smap.generate import generate_features, request_for
 from smap.mapper import SpeechMapper, mapper_folder
 from smap.prompts import DEFAULT_LAYOUT, Request, check_layout
 from smap.speech_llm import Decoding, ModelMismatchError, ModelSettings, SpeechLLM, stable_spec
-from smap.text import normalize
+from smap.text import normalize, wer
 from smap.training import LoopConfig, console, fit, make_accelerator
 
 MODES = ("asr", "task")

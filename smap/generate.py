@@ -41,11 +41,12 @@ from pathlib import Path
 import torch
 
 from smap.data.batching import BucketBatchSampler
-from smap.data.store import FeatureStore, atomic_write_text
-from smap.evaluate.suites import question_text
+from smap.data.store import FeatureStore
+from smap.fileio import atomic_write_text
 from smap.llm import load_causal_lm
+from smap.losses import nearest_tokens
 from smap.progress import Advance, silent
-from smap.prompts import DEFAULT_LAYOUT, Request
+from smap.prompts import DEFAULT_LAYOUT, Request, question_text
 from smap.speech_llm import Decoding, PromptedLM, SpeechLLM
 
 
@@ -82,13 +83,18 @@ def request_for(record: dict, task: str, tgt_lang: str | None = None, question: 
 
 
 def _limits(requests: Sequence[Request], contents: Sequence[torch.Tensor], decoding: Decoding) -> list[int]:
-    """Each example's most new tokens: an ASR output its content vectors + `decoding.asr_slack`."""
-    return [len(c) + decoding.asr_slack if r.task == "asr" else decoding.max_new_tokens for r, c in zip(requests, contents)]
+    """Each example's most new tokens: an ASR output its content vectors + `decoding.asr_slack`
+    (never more than max_new_tokens), unless the cap is off."""
+    capped = decoding.asr_slack is not None
+    return [min(len(c) + decoding.asr_slack, decoding.max_new_tokens) if capped and r.task == "asr"
+            else decoding.max_new_tokens for r, c in zip(requests, contents)]
 
 
-def _rows(ids, requests, instructions, outputs) -> list[dict]:
+def _rows(ids, requests, instructions, outputs, decoding: Decoding) -> list[dict]:
     # A transcript is one line: what a chat model adds after a line break is commentary.
-    return [{"id": i, "task": r.task, "prompt": p, "output": o.strip().split("\n")[0] if r.task == "asr" else o}
+    def cut(r: Request, o: str) -> str:
+        return o.strip().split("\n")[0] if decoding.first_line and r.task == "asr" else o
+    return [{"id": i, "task": r.task, "prompt": p, "output": cut(r, o)}
             for i, r, p, o in zip(ids, requests, instructions, outputs)]
 
 
@@ -125,17 +131,15 @@ def generate_features(model: SpeechLLM, ids: Sequence[str], features: Sequence[t
         for i, text in zip(chunk, model.lm.generate(contents, prompts, decoding, limits)):
             outputs[i] = text
         advance(len(chunk))
-    return _rows(list(ids), requests, instructions, outputs)
+    return _rows(list(ids), requests, instructions, outputs, decoding)
 
 
 @torch.no_grad()
 def nearest_store(model: SpeechLLM, store: FeatureStore | str | Path, limit: int | None = None, max_frames: int = 4000,
                   advance: Advance = silent) -> list[str]:
     """The speech vectors read without the LLM: each decoded to its cosine-nearest token embedding,
-    up to the first pad (Stage 1's intrinsic transcript, `smap.pretrain.nearest_tokens`), for the
+    up to the first pad (Stage 1's intrinsic transcript, `smap.losses.nearest_tokens`), for the
     first `limit` utterances of a store, in store order."""
-    from smap.pretrain import nearest_tokens
-
     store = _readable(model, store)
     table = model.lm.llm.get_input_embeddings().weight.float()
     unit, pad = torch.nn.functional.normalize(table, dim=-1), model.target_pad_id
@@ -200,7 +204,7 @@ def generate_text(lm: PromptedLM, ids: Sequence[str], texts: Sequence[str], requ
         for i, text in zip(chunk, texts_out):
             outputs[i] = text
         advance(len(chunk))
-    return _rows(list(ids), requests, instructions, outputs)
+    return _rows(list(ids), requests, instructions, outputs, decoding)
 
 
 def write_jsonl(rows: Sequence[dict], path: str | Path) -> None:

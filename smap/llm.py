@@ -12,7 +12,9 @@ holds it (the index says which) or the GGUF tensor ``token_embd.weight``, so mem
 grow with the LLM's depth.
 
 Pad rule: the tokenizer's pad token if it has one, else its EOS token (Llama-3.1 has no pad
-token; its EOS ends every response anyway, so "pad" and "stop" coincide for the mapper).
+token; its EOS ends every response anyway, so "pad" and "stop" coincide for the mapper). The Stage-1
+targets are padded with that token's input embedding (the paper's pad embedding); `pad_rule` says
+which token it is and why, for the run's records.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from smap.fileio import atomic_write_dir
 
 EMBEDDED_LLM = "smollm2-135m"
 _ALIASES = {EMBEDDED_LLM, "smollm2-135m-instruct", "embedded"}
@@ -48,6 +52,7 @@ class LLMEmbeddings:
     weight: torch.Tensor  # (vocab, dim) float32
     pad_id: int
     source: LLMSource
+    pad_rule: str  # why `pad_id` pads: see `pad_rule`
 
     @property
     def dim(self) -> int:
@@ -124,7 +129,7 @@ def load_tokenizer(source: LLMSource):
             return AutoTokenizer.from_pretrained(cached)
         path = Path(source.path)
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        _save_atomically(tok.save_pretrained, cached)
+        atomic_write_dir(cached, tok.save_pretrained)
         return tok
     try:
         return AutoTokenizer.from_pretrained(source.path)
@@ -132,25 +137,25 @@ def load_tokenizer(source: LLMSource):
         raise LLMSpecError(f"{source.spec}: could not load its tokenizer ({e})".splitlines()[0]) from None
 
 
-def _save_atomically(save, target: Path) -> None:
-    """Run `save(tmp_dir)` then rename the folder into place; a concurrent winner is kept."""
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    save(tmp)
-    try:
-        os.replace(tmp, target)
-    except OSError:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+def pad_rule(tokenizer) -> tuple[int, str]:
+    """The pad rule: (token id, why): "pad_token", or "eos_token: the tokenizer has no pad token";
+    " (also its unk token)" added where that token is the tokenizer's unk too."""
+    for tid, why in ((tokenizer.pad_token_id, "pad_token"),
+                     (tokenizer.eos_token_id, "eos_token: the tokenizer has no pad token")):
+        if tid is not None:
+            unk = getattr(tokenizer, "unk_token_id", None)
+            return int(tid), why + (" (also its unk token)" if unk is not None and int(unk) == int(tid) else "")
+    raise LLMSpecError("the tokenizer has neither a pad nor an EOS token; cannot pad Stage-1 targets")
 
 
 def pad_id_of(tokenizer) -> int:
-    """The pad rule: pad token, else EOS."""
-    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if tid is not None:
-            return int(tid)
-    raise LLMSpecError("the tokenizer has neither a pad nor an EOS token; cannot pad Stage-1 targets")
+    """The pad rule's token id (`pad_rule`)."""
+    return pad_rule(tokenizer)[0]
+
+
+def pad_record(emb: LLMEmbeddings) -> dict:
+    """Which token pads the Stage-1 targets and why, as a run records it."""
+    return {"pad_id": emb.pad_id, "pad_token": emb.tokenizer.convert_ids_to_tokens(emb.pad_id), "pad_rule": emb.pad_rule}
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -223,7 +228,8 @@ def load_embeddings(spec: str) -> LLMEmbeddings:
     weight = load_embedding_matrix(source)
     if weight.shape[0] < len(tokenizer):
         raise LLMSpecError(f"{spec}: tokenizer has {len(tokenizer)} tokens but the embedding only {weight.shape[0]} rows")
-    return LLMEmbeddings(tokenizer, weight, pad_id_of(tokenizer), source)
+    pad_id, why = pad_rule(tokenizer)
+    return LLMEmbeddings(tokenizer, weight, pad_id, source, why)
 
 
 def load_causal_lm(spec: str, dtype: torch.dtype = torch.float32):
@@ -248,7 +254,7 @@ def load_causal_lm(spec: str, dtype: torch.dtype = torch.float32):
             config.quantization_config = None
             plain = AutoModelForCausalLM.from_config(config)
             plain.load_state_dict(gguf_model.state_dict())
-            _save_atomically(plain.save_pretrained, cached)
+            atomic_write_dir(cached, plain.save_pretrained)
             del gguf_model, plain
         model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
     else:

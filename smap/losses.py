@@ -1,5 +1,6 @@
 """Stage-1 targets and losses: the pad-weighted MSE (and an optional token cross-entropy), the CTC
-loss of a CTC-compressed mapper's head, and cross-entropy on response tokens."""
+loss of a CTC-compressed mapper's head, and cross-entropy on response tokens; and the reading of
+an output back as tokens (`nearest_tokens`), which Stage-1 validation and inference share."""
 
 from __future__ import annotations
 
@@ -55,6 +56,14 @@ def content_length(is_pad: torch.Tensor) -> int:
     the mapper says the transcript ends."""
     pads = is_pad.nonzero()
     return int(pads[0, 0]) if len(pads) else len(is_pad)
+
+
+def nearest_tokens(pred: torch.Tensor, length: int, unit_embedding: torch.Tensor, pad_id: int) -> list[int]:
+    """Decode one output (frames', dim) by cosine-nearest token embedding, up to the first pad;
+    unit_embedding (vocab, dim): the embedding matrix with L2-normalised rows."""
+    sims = F.normalize(pred[:length].float(), dim=-1) @ unit_embedding.T
+    ids = sims.argmax(-1)
+    return ids[: content_length(ids == pad_id)].tolist()
 
 
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

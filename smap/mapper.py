@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -42,6 +41,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from smap.fileio import atomic_write, atomic_write_text
 from smap.losses import ctc_align, ctc_loss
 
 CONFIG_FILE = "config.json"
@@ -276,13 +276,9 @@ class SpeechMapper(nn.Module):
         """config.json + model.safetensors, each written atomically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{WEIGHTS_FILE}.tmp{os.getpid()}"
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, directory / WEIGHTS_FILE)
-        tmp = directory / f".{CONFIG_FILE}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(asdict(self.config), indent=2), encoding="utf-8")
-        os.replace(tmp, directory / CONFIG_FILE)
+        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(asdict(self.config), indent=2))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> SpeechMapper:

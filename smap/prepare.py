@@ -39,8 +39,9 @@ import torch
 
 from smap.audio import AudioError
 from smap.data.sources import Item, open_source
-from smap.data.store import STORE_FILE, FeatureStore, StoreError, StoreInfo, StoreWriter, atomic_write_text
+from smap.data.store import STORE_FILE, FeatureStore, StoreError, StoreInfo, StoreWriter
 from smap.encoders import EMBEDDED_ENCODER, Encoder, load_encoder
+from smap.fileio import atomic_write_text
 from smap.progress import progress
 from smap.text import normalize
 

@@ -8,6 +8,12 @@ length (`smap.losses.pad_targets`), and the loss is the pad-weighted MSE
 (`smap.losses.weighted_mse`), plus the CTC head's loss at `ctc_weight` for a CTC-compressed
 mapper. Only the tokenizer and the embedding matrix of the LLM are loaded.
 
+An utterance whose transcript has more tokens than the mapper outputs vectors has its target cut;
+more than `max_cut_share` of the training utterances so cut (features too slow for the mapper's
+downsampling, as SeamlessM4T's adaptor output) refuses the run before it starts (`check_cut`).
+Which token pads the targets, and why (Llama-3.1 has no pad token: EOS), goes into the summary, the
+report and the mapper's config (`smap.llm.pad_record`).
+
 Validation reports the loss and an LLM-free intrinsic metric: each output vector is decoded to
 its nearest token embedding by cosine similarity (the L2 neighbours of an uncertain, averaged
 prediction collapse onto a few frequent tokens), decoding stops at the first pad, and the text is
@@ -27,13 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, evaluation_batches, training_loader
-from smap.data.store import atomic_write_text, open_stores
-from smap.evaluate.metrics import wer
-from smap.llm import LLMEmbeddings, load_embeddings, tokenizer_fingerprint
-from smap.losses import content_length, cosine_token_ce, pad_targets, weighted_mse
+from smap.data.store import open_stores
+from smap.fileio import atomic_write_text
+from smap.llm import LLMEmbeddings, load_embeddings, pad_record, tokenizer_fingerprint
+from smap.losses import cosine_token_ce, nearest_tokens, pad_targets, weighted_mse
 from smap.mapper import COMPRESSIONS, MapperConfig, SpeechMapper, preset
-from smap.text import normalize
-from smap.training import LoopConfig, console, fit, make_accelerator
+from smap.text import normalize, wer
+from smap.training import LoopConfig, TrainingError, console, fit, make_accelerator
 
 MAPPER_DIR = "mapper"
 
@@ -54,14 +60,7 @@ class PretrainConfig(LoopConfig):
     alpha: float = 5.0
     ce_weight: float = 0.0  # + ce_weight x `cosine_token_ce` (not in the paper)
     max_valid: int = 200  # validation utterances decoded for the intrinsic WER
-
-
-def nearest_tokens(pred: torch.Tensor, length: int, unit_embedding: torch.Tensor, pad_id: int) -> list[int]:
-    """Decode one output (frames', dim) by cosine-nearest token embedding, up to the first pad;
-    unit_embedding (vocab, dim): the embedding matrix with L2-normalised rows."""
-    sims = F.normalize(pred[:length].float(), dim=-1) @ unit_embedding.T
-    ids = sims.argmax(-1)
-    return ids[: content_length(ids == pad_id)].tolist()
+    max_cut_share: float = 0.05  # most training utterances whose targets may be cut before the run is refused
 
 
 def token_hits(hyp: list[int], ref: list[int]) -> tuple[int, int]:
@@ -77,6 +76,24 @@ def count_cut(mapper_cfg: MapperConfig, dataset: UtteranceDataset) -> int:
     compress="ctc": than it can, one per block-1 frame)."""
     out = mapper_cfg.output_lengths(torch.tensor(dataset.lengths))
     return sum(int(len(t) > int(n)) for t, n in zip(dataset.tokens, out))
+
+
+def check_cut(n_cut: int, n: int, cfg: PretrainConfig, mapper_cfg: MapperConfig, frame_rate: float) -> None:
+    """Refuse a run in which more than `cfg.max_cut_share` of the `n` training utterances would have
+    their targets cut: the mapper could not learn where their transcripts end."""
+    if n_cut <= cfg.max_cut_share * n:
+        return
+    fixes = ["features at 50 frames/s (SeamlessM4T: `smap prepare --layer N`, a conformer layer, not its adaptor)"]
+    if mapper_cfg.pool > 1:
+        fixes.append("--pool 1")
+    if mapper_cfg.compress != "ctc":
+        fixes.append("a mapper that downsamples less (--compress ctc: 2x)")
+    raise TrainingError(
+        f"--train {' '.join(cfg.train)}: {n_cut} of {n} utterances ({100 * n_cut / n:.1f}%, more than --max-cut-share "
+        f"{cfg.max_cut_share:g}) have more transcript tokens than the mapper outputs vectors ({frame_rate:g} frames/s, "
+        f"{mapper_cfg.downsampling}x downsampling), so their Stage-1 targets would be cut; use "
+        + ", or ".join(fixes) + " (prepare_report.json's frames_per_token measures it)"
+    )
 
 
 class Stage1:
@@ -141,7 +158,7 @@ def build_mapper(cfg: PretrainConfig, input_dim: int, emb: LLMEmbeddings, encode
         "llm": emb.source.spec,
         "vocab_size": int(emb.weight.shape[0]),
         "tokenizer": tokenizer_fingerprint(emb.tokenizer),
-        "pad_id": emb.pad_id,
+        **pad_record(emb),
         "preset": cfg.preset,
     }
     model = SpeechMapper(mcfg)
@@ -150,10 +167,22 @@ def build_mapper(cfg: PretrainConfig, input_dim: int, emb: LLMEmbeddings, encode
     return model
 
 
+def _started_with(saved: Path, mapper_json: dict) -> dict:
+    """The mapper config a run in --out was started with; one saved before the pad token was
+    recorded is read with today's record of it (the pad id, recorded then, still decides)."""
+    started = json.loads(saved.read_text())
+    extra = started.get("extra", {})
+    if "pad_rule" not in extra:
+        started["extra"] = {**extra, **{k: mapper_json["extra"][k] for k in ("pad_token", "pad_rule")}}
+    return started
+
+
 def pretrain(cfg: PretrainConfig) -> Path:
     """Run Stage 1; returns the folder of the final mapper (`out/mapper`)."""
     if cfg.compress not in COMPRESSIONS:
         raise ValueError(f"--compress must be {' or '.join(COMPRESSIONS)}, not {cfg.compress!r}")
+    if not 0.0 <= cfg.max_cut_share <= 1.0:
+        raise ValueError(f"--max-cut-share must be a share in [0, 1], not {cfg.max_cut_share}")
     if cfg.ctc_align and cfg.compress != "ctc":
         raise ValueError(f"--ctc-align cuts by a CTC head's alignment: it needs --compress ctc, not {cfg.compress!r}")
     acc = make_accelerator(cfg)
@@ -171,21 +200,25 @@ def pretrain(cfg: PretrainConfig) -> Path:
     # The token types of the training transcripts: the token CE's softmax and the CTC head's labels.
     train_types = torch.cat(train.tokens).unique() if cfg.ce_weight or cfg.compress == "ctc" else None
     model = build_mapper(cfg, stores[0].dim, emb, stores[0].encoder, train_types)
+    n_cut = count_cut(model.config, train)
+    check_cut(n_cut, len(train), cfg, model.config, stores[0].info.frame_rate)
     out = Path(cfg.out)
     saved = out / "mapper_config.json"
     mapper_json = asdict(model.config) | {"dims": list(model.config.dims)}  # as JSON reads it back
-    if cfg.resume and saved.is_file() and json.loads(saved.read_text()) != mapper_json:
+    if cfg.resume and saved.is_file() and _started_with(saved, mapper_json) != mapper_json:
         raise ValueError(f"{saved}: the run in --out was started with another mapper, LLM or encoder; "
                          "use a new --out or the same options")
     out.mkdir(parents=True, exist_ok=True)
     if acc.is_main_process:
         atomic_write_text(saved, json.dumps(mapper_json, indent=2))
 
-    n_cut = count_cut(model.config, train)
+    pad = pad_record(emb)
     console.print(
         f"Stage 1: {len(train)} utterances ({sum(r.get('duration', 0) for r in train.records) / 3600:.2f} h), "
         f"mapper {model.num_parameters() / 1e6:.2f}M parameters, LLM embeddings {tuple(emb.weight.shape)} "
-        f"from {cfg.llm}; targets cut for {n_cut} utterances ({100 * n_cut / len(train):.1f}%)"
+        f"from {cfg.llm}, targets padded with {pad['pad_token']} (id {pad['pad_id']}, the {pad['pad_rule']}); "
+        f"targets cut for {n_cut} utterances ({100 * n_cut / len(train):.1f}%)",
+        highlight=False,
     )
     if n_cut:
         console.print("[yellow]warning:[/] some transcripts have more tokens than the mapper outputs frames; "
@@ -210,7 +243,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     target = out / MAPPER_DIR
     if acc.is_main_process:
         acc.unwrap_model(model).save_pretrained(target)
-        report = {**result, "utterances": len(train), "cut_utterances": n_cut,
+        report = {**result, "utterances": len(train), "cut_utterances": n_cut, **pad,
                   "parameters": model.num_parameters(), "config": {k: v for k, v in asdict(cfg).items()}}
         atomic_write_text(out / "pretrain_report.json", json.dumps(report, indent=2))
         console.print(f"mapper saved to {target}")

@@ -50,6 +50,7 @@ inference uses the first unless told otherwise.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 TASKS = ("asr", "st", "sqa", "free")
@@ -120,6 +121,25 @@ class PromptError(ValueError):
 def language_name(code_or_name: str) -> str:
     """'de' -> 'German'; a name or an unknown code is returned as given."""
     return LANGUAGES.get(code_or_name.lower().split("-")[0].split("_")[0], code_or_name) if code_or_name else code_or_name
+
+
+def choice_label(i: int) -> str:
+    return chr(ord("A") + i)
+
+
+def labels_only(choices: Sequence[str]) -> bool:
+    """Choices given as bare labels ("A", "B", ...), their texts being in the question."""
+    return bool(choices) and all(len(c.strip()) == 1 and c.strip().isalpha() for c in choices)
+
+
+def question_text(record: dict) -> str:
+    """The question as a system is asked it: multiple-choice options listed with their labels.
+    A spoken question (no ``question`` field) is its transcript."""
+    choices = record.get("choices")
+    if not choices or labels_only(choices):  # no options, or their texts are in the question
+        return record.get("question") or record["text"]
+    options = "\n".join(f"{choice_label(i)}. {c}" for i, c in enumerate(choices))
+    return f"{record['question']}\n{options}\nAnswer with the letter of the right option."
 
 
 @dataclass(frozen=True)

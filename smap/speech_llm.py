@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from smap.data.store import atomic_write_text
+from smap.fileio import atomic_write_text
 from smap.llm import load_causal_lm, pad_id_of, resolve, tokenizer_fingerprint
 from smap.losses import content_length, pad_targets, response_ce, weighted_mse
 from smap.mapper import MapperOutput, SpeechMapper
@@ -84,13 +84,16 @@ def check_compatible(mapper: SpeechMapper, llm, tokenizer, llm_spec: str) -> Non
 @dataclass(frozen=True)
 class Decoding:
     """How outputs are decoded: greedy (num_beams=1) or beam search, at most max_new_tokens;
-    no_repeat_ngram > 0 bans any n-gram of that size from appearing twice in an output; an ASR
-    output has at most its own input's content vectors + asr_slack tokens (`smap.generate`)."""
+    no_repeat_ngram > 0 bans any n-gram of that size from appearing twice in an output. Two of
+    smap's additions to the paper's decoding (`smap.generate`): an ASR output has at most its own
+    input's content vectors + asr_slack tokens (None: no cap), and first_line keeps only an ASR
+    output's first line."""
 
     max_new_tokens: int = 128
     num_beams: int = 1
     no_repeat_ngram: int = 0
-    asr_slack: int = 1
+    asr_slack: int | None = 1
+    first_line: bool = True
 
 
 @dataclass

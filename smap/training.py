@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, set_seed
 from rich.console import Console
 
+from smap.fileio import atomic_write_text
 from smap.progress import progress
 
 console = Console(stderr=True)
@@ -102,14 +104,27 @@ def checkpoints(out: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
 
 
+# accelerate's file for the first object given to `register_for_checkpointing`: the schedule.
+SCHEDULE_FILE = "custom_checkpoint_0.pkl"
+
+
 class Checkpointer:
     """Saves to a temporary folder and renames it into place, so a kill or a full disk never
-    leaves a half-written checkpoint where `--resume` would find it."""
+    leaves a half-written checkpoint where `--resume` would find it.
 
-    def __init__(self, acc: Accelerator, out: str | Path, keep: int):
-        self.acc, self.root, self.keep = acc, Path(out) / "checkpoints", keep
+    The scheduler is not prepared (see `fit`), so accelerate saves it only as a registered object."""
+
+    def __init__(self, acc: Accelerator, out: str | Path, keep: int, scheduler: torch.optim.lr_scheduler.LRScheduler):
+        self.acc, self.root, self.keep, self.scheduler = acc, Path(out) / "checkpoints", keep, scheduler
+        self.registered = False
+
+    def _register(self) -> None:
+        if not self.registered:
+            self.acc.register_for_checkpointing(self.scheduler)
+            self.registered = True
 
     def save(self, step: int, state: dict) -> Path | None:
+        self._register()
         final = self.root / f"step-{step:06d}"
         tmp = self.root / f".tmp-step-{step:06d}"
         try:
@@ -139,8 +154,17 @@ class Checkpointer:
         found = checkpoints(self.root.parent)
         if not found:
             raise FileNotFoundError(f"{self.root}: no checkpoint to resume from")
+        older = not (found[-1] / SCHEDULE_FILE).is_file()  # from an smap that prepared the scheduler
+        if not older:
+            self._register()
         self.acc.load_state(str(found[-1]))
-        return json.loads((found[-1] / STATE_FILE).read_text())
+        state = json.loads((found[-1] / STATE_FILE).read_text())
+        if older:  # the schedule is a function of the optimiser step: replay it there
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "scheduler stepped before the optimizer"
+                for _ in range(state["step"]):
+                    self.scheduler.step()
+        return state
 
 
 class JsonlLog:
@@ -163,9 +187,7 @@ class JsonlLog:
                     keep.append(line + "\n")
             except (ValueError, KeyError, TypeError):
                 pass
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(keep), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(keep))
 
 
 def fit(
@@ -183,7 +205,8 @@ def fit(
 
     With `cfg.eval_at_start`, the result also holds the metrics before training as `initial_*`.
     `loader` iterates `sampler` (a batch sampler with `start_epoch` and `batches(epoch)`); both are unprepared: the
-    model, optimiser, scheduler and loader are prepared here.
+    model, optimiser and loader are prepared here. The schedule follows optimiser steps whatever the number of
+    processes (`cosine_with_warmup` at `cfg.steps`).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -191,8 +214,10 @@ def fit(
     budget_s = cfg.time_budget * 60 if cfg.time_budget else None
     scheduler = cosine_with_warmup(optimizer, cfg.warmup, cfg.steps,
                                    (lambda: (time.monotonic() - t0) / budget_s) if budget_s else None)
-    model, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
-    ckpt = Checkpointer(acc, cfg.out, cfg.keep)
+    # The scheduler stays unprepared: accelerate steps a prepared one once per process at each
+    # optimiser step, so on 8 GPUs the rate would reach zero an eighth of the way into the run.
+    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    ckpt = Checkpointer(acc, cfg.out, cfg.keep, scheduler)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     log = JsonlLog(Path(cfg.out) / "log.jsonl", acc.is_main_process)
 
@@ -247,7 +272,9 @@ def fit(
                         if acc.sync_gradients and cfg.clip > 0:
                             acc.clip_grad_norm_(params, cfg.clip)
                         optimizer.step()
-                        scheduler.step()
+                        # once per optimiser step, none when fp16's scaler skipped it (as accelerate's would)
+                        if acc.sync_gradients and not acc.optimizer_step_was_skipped:
+                            scheduler.step()
                     optimizer.zero_grad()
                 pos += 1
                 if not finite:

@@ -78,7 +78,7 @@ def test_attach_trains_the_mapper_only_and_writes_a_whole_model_folder(tmp_path,
 
 
 def test_validation_logs_the_heldout_wer_of_the_greedy_transcripts(tmp_path, setup):
-    from smap.evaluate.metrics import wer
+    from smap.text import wer
 
     train, valid, mapper = setup
     out = attach(_cfg(tmp_path, train, valid, mapper, steps=2, eval_every=2, eval_at_start=True, valid_decode=4, show=4))

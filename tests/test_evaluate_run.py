@@ -234,7 +234,7 @@ runner = CliRunner()
 def test_help_teaches_every_option_and_names_every_suite():
     result = runner.invoke(app, ["evaluate", "--help"], terminal_width=400)
     assert result.exit_code == 0
-    for option in ("--suite", "--system", "--model", "--mapper", "--llm", "--asr", "--asr-data-root", "--data-root",
+    for option in ("--suite", "--systems", "--model", "--mapper", "--llm", "--asr", "--asr-data-root", "--data-root",
                    "--out", "--judge",
                    "--comet-model", "--limit", "--num-beams", "--max-new-tokens", "--max-frames", "--batch-size", "--rescore"):
         assert option in result.output
@@ -244,10 +244,10 @@ def test_help_teaches_every_option_and_names_every_suite():
 
 @pytest.mark.parametrize("args, message", [
     (["--suite", "nope"], "error: --suite: unknown suite 'nope'"),
-    (["--suite", "tts", "--system", "smap"], "error: --system smap needs --model DIR"),
-    (["--suite", "tts", "--system", "cascade", "--llm", "x"], "error: --system cascade needs --asr SPEC"),
-    (["--suite", "tts", "--system", "nearest"], "error: --system nearest needs --model DIR"),
-    (["--suite", "tts", "--system", "oracle"], "error: --system: unknown oracle"),
+    (["--suite", "tts", "--systems", "smap"], "error: --systems smap needs --model DIR"),
+    (["--suite", "tts", "--systems", "cascade", "--llm", "x"], "error: --systems cascade needs --asr SPEC"),
+    (["--suite", "tts", "--systems", "nearest"], "error: --systems nearest needs --model DIR"),
+    (["--suite", "tts", "--systems", "oracle"], "error: --systems: unknown oracle"),
 ])
 def test_bad_options_are_one_line_and_exit_2(tmp_path, args, message):
     result = runner.invoke(app, ["evaluate", *args, "--out", str(tmp_path / "out")], terminal_width=400)
@@ -271,7 +271,7 @@ def test_rescore_scores_what_an_earlier_evaluation_said_without_running_a_system
     assert again["systems"]["lossy"] == {"fake": "lossy", "rescored_from": str(root / "first")}
     # the decoding's seconds, not the reading's
     assert [r["seconds"] for r in again["results"]] == [r["seconds"] for r in first["results"]]
-    only = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--rescore", str(root / "first"), "--system", "lossy",
+    only = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--rescore", str(root / "first"), "--systems", "lossy",
                                "--data-root", str(root / "data"), "--out", str(root / "first")], terminal_width=400)
     assert only.exit_code == 0, only.output
     assert [r["system"] for r in json.loads((root / "first" / "results.json").read_text())["results"]] == ["lossy"]
@@ -287,12 +287,12 @@ def test_rescore_names_a_damaged_or_mismatched_output_file_and_scores_the_others
     assert result.exit_code == 1
     assert f"failed tts/test x oracle: ValueError: {saved / 'oracle.jsonl'}:3: not JSON" in result.output
     assert [r["system"] for r in json.loads((root / "again" / "results.json").read_text())["results"]] == ["lossy"]
-    fewer = runner.invoke(app, [*args, "--system", "lossy", "--limit", "2", "--out", str(root / "two")], terminal_width=400)
+    fewer = runner.invoke(app, [*args, "--systems", "lossy", "--limit", "2", "--out", str(root / "two")], terminal_width=400)
     assert fewer.exit_code == 1
     assert f"{saved / 'lossy.jsonl'}: 4 outputs for 2 records (evaluate with the --limit" in fewer.output
     shutil.rmtree(root / "data" / "tts" / "test")
     write_store(root / "data" / "tts" / "test", TEXTS[::-1])  # prepared again, other references: not scored
-    changed = runner.invoke(app, [*args, "--system", "lossy", "--out", str(root / "three")], terminal_width=400)
+    changed = runner.invoke(app, [*args, "--systems", "lossy", "--out", str(root / "three")], terminal_width=400)
     assert changed.exit_code == 1
     assert f"{root / 'data' / 'tts' / 'test'}: the store changed since {saved / 'lossy.jsonl'} was written" in changed.output
 
@@ -330,7 +330,7 @@ def test_smap_transcript_and_cascade_end_to_end(root, tiny_model):
     suite makes the exit code 1."""
     out = root / "out"
     store_with(root / "data" / "tts" / "test-qa", [{"text": "what is the capital of france", "answer": "paris"}])
-    result = runner.invoke(app, ["evaluate", "--suite", "tts,fleurs", "--system", "smap,transcript,cascade",
+    result = runner.invoke(app, ["evaluate", "--suite", "tts,fleurs", "--systems", "smap,transcript,cascade",
                                  "--model", str(tiny_model), "--asr", str(tiny_model), "--data-root", str(root / "data"),
                                  "--out", str(out), "--max-new-tokens", "4"], terminal_width=400)
     assert result.exit_code == 1, result.output
@@ -354,7 +354,7 @@ def test_smap_transcript_and_cascade_end_to_end(root, tiny_model):
 
 def test_several_named_speech_models_are_rows_of_one_table(root, tiny_model, tiny_llama):
     out = root / "named"
-    result = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--system", "transcript,smap",
+    result = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--systems", "transcript,smap",
                                  "--model", f"attach={tiny_model}", "--mapper", f"stage1={tiny_model / 'mapper'}",
                                  "--llm", str(tiny_llama),
                                  "--data-root", str(root / "data"), "--out", str(out), "--max-new-tokens", "2"],
@@ -366,7 +366,7 @@ def test_several_named_speech_models_are_rows_of_one_table(root, tiny_model, tin
     assert data["systems"]["stage1"]["token_mix"] == 0.0 == data["systems"]["attach"]["token_mix"]
     # --token-mix: the Stage-1 mapper read as token mixtures; a model folder keeps its own setting
     mixed = root / "mixed"
-    result = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--system", "smap", "--model", f"attach={tiny_model}",
+    result = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--systems", "smap", "--model", f"attach={tiny_model}",
                                  "--mapper", f"stage1={tiny_model / 'mapper'}", "--llm", str(tiny_llama), "--token-mix", "100",
                                  "--mapper-system", "short", "--data-root", str(root / "data"), "--out", str(mixed),
                                  "--max-new-tokens", "2"],
@@ -446,3 +446,111 @@ def test_whisper_cascade_reads_its_own_features(tmp_path):
         WhisperTranscriber("whisper-tiny.en")(split, other, None)
     with pytest.raises(ValueError, match=r"--asr-data-root: tts/test: no feature store .* --encoder whisper-tiny.en --window --out"):
         WhisperTranscriber("whisper-tiny.en", tmp_path / "nowhere")(split, other, None)
+
+
+# --- the paper's baselines and judges ----------------------------------------------------------------
+
+from test_encoders import tiny_seamless  # noqa: E402,F401  (a fixture: a tiny SeamlessM4T-v2, random weights)
+
+
+@pytest.fixture(scope="module")
+def sfm(tiny_seamless):  # noqa: F811
+    """The tiny SeamlessM4T-v2 as a speech-to-text checkpoint: text languages and a tokenizer."""
+    from conftest import make_tokenizer
+
+    folder, model = tiny_seamless
+    generation = model.generation_config
+    generation.text_decoder_lang_to_code_id = {"eng": 10, "deu": 11, "fra": 12}
+    generation._from_model_config = False  # else transformers rebuilds it from config.json on loading
+    generation.save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_the_sfm_transcribes_for_the_cascade_and_translates_st_splits(tmp_path, sfm, tiny_llama):
+    from smap.encoders import load_encoder
+    from smap.evaluate import systems
+    from smap.speech_llm import Decoding
+
+    encoder = load_encoder(str(sfm))
+    torch.manual_seed(0)
+    feats = encoder.encode([0.1 * torch.randn(n) for n in (16000, 20000, 12000)])
+    for key, extra in (("europarl/en-de", {"translation": "hallo welt", "tgt_lang": "de"}), ("librispeech/test-clean", {})):
+        with StoreWriter(tmp_path / "data" / key, encoder=encoder.name, dim=encoder.dim, frame_rate=encoder.frame_rate) as w:
+            for i, f in enumerate(feats):
+                w.add({"id": f"u{i}", "duration": 1.0, "text": "hello world", **extra}, f)
+    built = systems.build(["cascade", "sfm-st"], llm=str(tiny_llama), asr=str(sfm),
+                          inference=systems.Inference(Decoding(max_new_tokens=4)))
+    cascade, sfm_st = built
+    assert cascade.transcribe is sfm_st.sfm  # one SFM loaded for both
+    asked, generate = [], sfm_st.sfm.model.generate
+    sfm_st.sfm.model.generate = lambda **kw: asked.append(kw["tgt_lang"]) or generate(**kw)
+    res = run.evaluate(select("europarl/en-de,librispeech/test-clean"), built, tmp_path / "data", tmp_path / "out",
+                       run.Scoring(identify=lambda texts: ["de"] * len(texts)), log=quiet)
+    assert not res.failed, res.problems
+    # the SFM's own ST on the ST split only; the cascade's ASR asked for English on both
+    assert {(e.split.key, e.system) for e in res.entries} == {
+        ("europarl/en-de", "cascade"), ("europarl/en-de", "sfm-st"), ("librispeech/test-clean", "cascade")}
+    assert sorted(asked) == ["deu"] * 3 + ["eng"] * 6
+    said = [json.loads(line) for line in
+            (tmp_path / "out" / "outputs" / "europarl" / "en-de" / "sfm-st.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in said] == ["u0", "u1", "u2"] and all(isinstance(r["output"], str) for r in said)
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["systems"]["sfm-st"]["sfm"] == str(sfm) and data["systems"]["cascade"]["input"] == f"ASR transcript ({sfm})"
+    assert "sfm-st" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_sfm_st_needs_a_seamless_checkpoint_as_asr():
+    from smap.evaluate import systems
+
+    with pytest.raises(systems.SystemSpecError, match="--systems sfm-st needs --asr a SeamlessM4T-v2 checkpoint"):
+        systems.build(["sfm-st"], llm="x", asr="whisper-tiny.en")
+
+
+def test_a_system_with_tasks_runs_only_on_splits_of_those_tasks(root):
+    st_only = Fake("st-only", lambda r: r["text"])
+    st_only.tasks = ("st",)
+    res = run.evaluate(select("tts/test"), [oracle, st_only], root / "data", root / "out", log=quiet)
+    assert [e.system for e in res.entries] == ["oracle"] and not res.problems and st_only.calls == []
+
+
+def test_a_judge_that_is_the_llm_under_test_is_refused_before_any_judge_is_loaded(tiny_llama):
+    from smap.evaluate import systems
+
+    tested = [SimpleNamespace(name="oracle", describe=lambda: {"fake": "oracle"}),
+              SimpleNamespace(name="smap", describe=lambda: {"llm": str(tiny_llama)})]
+    # the first judge cannot be loaded: refused before, the second is the tested LLM by another path
+    with pytest.raises(systems.SystemSpecError, match=r"^--judge \S+/: the LLM of system 'smap', which is under test"):
+        systems.judges(["no/such-judge", f"{tiny_llama}/"], tested=tested)
+
+
+def test_each_judges_score_and_their_mean_are_in_results_json(tmp_path):
+    store_with(tmp_path / "librisqa" / "part1", [{"text": "t", "question": "q", "answer": "a"}] * 4)
+    judges = {"yes-judge": lambda batch: ["yes"] * len(batch),
+              "half-judge": lambda batch: ["yes", "no"] * (len(batch) // 2)}
+    run.evaluate(select("librisqa/part1"), [Fake("qa", lambda r: "a")], tmp_path, tmp_path / "out",
+                 run.Scoring(judges=judges), log=quiet)
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["results"][0]["scores"] == {"judged": 75.0, "judged[yes-judge]": 100.0, "judged[half-judge]": 50.0}
+    assert data["scoring"]["judges"] == ["yes-judge", "half-judge"]
+
+
+# --- spoken questions: the held-out ones stay unheard ------------------------------------------------
+
+def test_no_question_vocabulary_sentence_holds_a_word_only_the_held_out_questions_use():
+    from smap.data.corpus import CorpusConfig, plan, read_lines
+    from smap.text import normalize
+
+    def words(texts):
+        return {w for t in texts for w in normalize(t).split()}
+
+    for seed in (0, 1):
+        config = CorpusConfig(seed=seed, qa_vocab_voices=1)
+        p = plan(config)
+        wordnet, extra = [u.text for u in p["train"][: config.train]], [u.text for u in p["train"][config.train:]]
+        unseen = (words(u.text for u in p["test-qa"]) | words(u.answer for u in p["test-qa"])) - words(wordnet) \
+            - words(u.text for u in p["train-qa"]) - words(u.answer for u in p["train-qa"])
+        assert {"kenya", "nairobi"} <= unseen if seed == 0 else unseen  # held-out capitals: something to find
+        assert [s for s in extra if words([s]) & unseen] == []
+        if seed == 0:  # the file itself, as the default corpus holds out its questions
+            assert extra == read_lines("qa_vocabulary_sentences.txt")

@@ -157,3 +157,40 @@ def test_infer_on_a_synthetic_clip_prints_a_transcript(tmp_path):
     row = json.loads((tmp_path / "rows.jsonl").read_text())
     assert row["id"] == str(clip) and row["task"] == "asr" and row["output"].strip()
     assert f"{clip}\t{row['output']}" in result.stdout
+
+
+def _imported(path) -> set[str]:
+    """Every smap module a file imports, at its top or inside a function."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return {n for n in names if n.startswith("smap")}
+
+
+def test_inference_and_training_sit_below_evaluation_and_stage_1():
+    """Layers: evaluation is a client of inference and training, never the other way; inference and
+    Stage 2 do not load the Stage-1 trainer."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import smap
+
+    root = Path(smap.__file__).parent
+    for path in root.rglob("*.py"):
+        module = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        if module.startswith("smap.evaluate") or module == "smap.cli":
+            continue
+        imported = _imported(path)
+        assert not {n for n in imported if n.startswith("smap.evaluate")}, f"{module} imports the evaluation package"
+        if module in ("smap.generate", "smap.attach", "smap.speech_llm", "smap.mapper"):
+            assert "smap.pretrain" not in imported, f"{module} imports the Stage-1 trainer"
+    code = ("import sys, smap.generate, smap.attach; assert 'smap.pretrain' not in sys.modules, 'pretrain'; "
+            "import smap.pretrain; bad = [m for m in sys.modules if m.startswith('smap.evaluate')]; assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -6,6 +6,7 @@ import pytest
 
 from smap.evaluate import metrics
 from smap.evaluate.metrics import MetricError
+from smap.text import wer  # training validates with it too: it lives below smap.evaluate
 
 
 def test_wer_counts_edits_over_reference_words_after_normalisation():
@@ -13,22 +14,26 @@ def test_wer_counts_edits_over_reference_words_after_normalisation():
     # 1 deletion. 2 errors over 6 reference words. Case and punctuation are not errors.
     refs = ["Hello, World!", "I like Monty Python."]
     hyps = ["hello duck", "i LIKE python"]
-    assert metrics.wer(refs, hyps) == pytest.approx(100 * 2 / 6)
+    assert wer(refs, hyps) == pytest.approx(100 * 2 / 6)
 
 
 def test_wer_counts_insertions_and_keeps_apostrophes():
-    assert metrics.wer(["a b"], ["a b c"]) == pytest.approx(50.0)
-    assert metrics.wer(["Don't stop."], ["don't stop"]) == 0.0
-    assert metrics.wer(["don't stop"], ["dont stop"]) == pytest.approx(50.0)
+    assert wer(["a b"], ["a b c"]) == pytest.approx(50.0)
+    assert wer(["Don't stop."], ["don't stop"]) == 0.0
+    assert wer(["don't stop"], ["dont stop"]) == pytest.approx(50.0)
+
+
+def test_metrics_scores_wer_and_refuses_with_the_same_function_and_error():
+    assert metrics.wer is wer and metrics.MetricError is MetricError  # `smap evaluate` catches MetricError
 
 
 def test_wer_refuses_what_it_cannot_score():
     with pytest.raises(MetricError, match="different lengths"):
-        metrics.wer(["a", "b"], ["a"])
+        wer(["a", "b"], ["a"])
     with pytest.raises(MetricError, match="nothing to score"):
-        metrics.wer([], [])
+        wer([], [])
     with pytest.raises(MetricError, match="empty after normalisation"):
-        metrics.wer(["?!"], ["a"])
+        wer(["?!"], ["a"])
 
 
 def test_bleu_by_hand():

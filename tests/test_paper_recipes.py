@@ -27,6 +27,7 @@ import soundfile as sf
 
 from conftest import REPO, WORDS
 from test_encoders import tiny_seamless  # noqa: F401  (a fixture: the tiny SeamlessM4T-v2, saved in shards)
+from test_evaluate_run import sfm  # noqa: F401  (the same, with text languages and a tokenizer: the SFM's own ASR and ST)
 
 PAPER = REPO / "recipes" / "paper"
 CHAIN = ("prepare.sh", "stage1.sh", "attach_asr_ce.sh", "attach_asr_ce_mse.sh", "attach_task_st.sh",
@@ -88,14 +89,18 @@ def _europarl(root: Path, tgt: str, split: str, n: int, rng: random.Random) -> N
 
 
 def _covost(root: Path, tgt: str, splits: dict[str, int], rng: random.Random) -> None:
-    """clips/ (Common Voice) and covost_v2.en_TGT.tsv."""
-    (root / "clips").mkdir(parents=True)
-    lines = ["path\tsentence\ttranslation\tclient_id\tsplit"]
+    """Common Voice English's clips/ and validated.tsv (transcripts, speakers), and the release's
+    covost_v2.en_TGT.tsv (path, translation, split), joined on path."""
+    (root / "en" / "clips").mkdir(parents=True)
+    voices = ["client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccent"]
+    lines = ["path\ttranslation\tsplit"]
     for split, n in splits.items():
         for i in range(n):
             path, text = f"cv_{split}_{i}.wav", _sentence(rng)
-            sf.write(root / "clips" / path, _speech(rng, text), SR)
-            lines.append(f"{path}\t{text}\t{_sentence(rng)}\tspeaker{i % 2}\t{split}")
+            sf.write(root / "en" / "clips" / path, _speech(rng, text), SR)
+            voices.append(f"speaker{i % 2}\t{path}\t{text}\t2\t0\t\t\t")
+            lines.append(f"{path}\t{_sentence(rng)}\t{split}")
+    (root / "en" / "validated.tsv").write_text("\n".join(voices) + "\n")
     (root / f"covost_v2.en_{tgt}.tsv").write_text("\n".join(lines) + "\n")
 
 
@@ -170,12 +175,12 @@ def _clean_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def base_env(tmp_path_factory, raw, tiny_llama, tiny_seamless) -> dict[str, str]:
+def base_env(tmp_path_factory, raw, tiny_llama, sfm) -> dict[str, str]:  # noqa: F811
     return {
         **_clean_env(), **raw,
         "SMAP_CACHE": str(tmp_path_factory.getbasetemp() / "smap-cache"),
         "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "LLM": str(tiny_llama), "ENCODER": str(tiny_seamless[0]), "LLM_TAG": "tiny-llama",
+        "LLM": str(tiny_llama), "ENCODER": str(sfm), "ENCODER_LAYER": "3", "LLM_TAG": "tiny-llama",
         "LS_TRAIN": "train-clean-100", "LS_TEST": "test-clean", "EUROPARL_PAIRS": "en-de", "COVOST_PAIRS": "en-de",
         "PRECISION": "no", "PRESET": "tiny",
         "STAGE1_STEPS": "2", "STAGE1_WARMUP": "1", "STAGE1_MAX_FRAMES": "400",
@@ -187,13 +192,14 @@ def base_env(tmp_path_factory, raw, tiny_llama, tiny_seamless) -> dict[str, str]
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, base_env) -> Chain:
+def chain(tmp_path_factory, base_env, tiny_qwen2) -> Chain:
     work = tmp_path_factory.mktemp("paper")
     cpu = work / "cpu.yaml"
     cpu.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_machines: 1\n"
                    "num_processes: 1\nmixed_precision: 'no'\nuse_cpu: true\ndebug: false\n")
-    # The judge by an absolute path: "judged[/tmp/...]" in the log once broke rich markup.
-    env = {**base_env, "DATA": str(work / "data"), "RUNS": str(work / "runs"), "JUDGES": base_env["LLM"]}
+    # The judge by an absolute path: "judged[/tmp/...]" in the log once broke rich markup. Not the LLM
+    # under test, which smap refuses as a judge.
+    env = {**base_env, "DATA": str(work / "data"), "RUNS": str(work / "runs"), "JUDGES": str(tiny_qwen2)}
     # Stage 1 as on a GPU box: the recipe's own `accelerate launch --config_file ...` line.
     stage1 = {"LAUNCH": None, "ACCEL_CONFIG": str(cpu), "ACCEL_ARGS": "--num_cpu_threads_per_process 2"}
     return Chain(env, work, {"stage1.sh": stage1})
@@ -217,13 +223,16 @@ def test_prepare_writes_every_store_where_the_next_recipes_look(chain):
         # the evaluation splits, where `smap evaluate --data-root DATA` reads them
         "librispeech/test-clean": 3, "fleurs/en": 3, "europarl/en-de": 3, "covost2/en-de": 3, "librisqa/part1": 3,
     }
+    # each evaluation split again as the SFM's text decoder reads it (its final encoder output), for the cascade
+    stores |= {f"sfm/{split}": n for split, n in list(stores.items())[5:]}
     for store, n in stores.items():
         assert len(_records(data / store)) == n, store
     assert sorted(p.parent.relative_to(data).as_posix() for p in data.rglob("store.json")) == sorted(stores)
     assert all(rec["translation"] and rec["tgt_lang"] == "de" for rec in _records(data / "europarl/en-de"))
     assert all(rec["question"] and rec["answer"] for rec in _records(data / "train/librisqa/part1"))
     report = json.loads((data / "train/librispeech/train-clean-100/prepare_report.json").read_text())
-    assert report["encoder"] == f"hf:{chain.env['ENCODER']}" and report["frames_per_token"]["utterances"] == 8
+    assert report["encoder"] == f"hf:{chain.env['ENCODER']}?layer=3" and report["frames_per_token"]["utterances"] == 8
+    assert json.loads((data / "sfm/fleurs/en/prepare_report.json").read_text())["encoder"] == f"hf:{chain.env['ENCODER']}"
     assert r.stdout.count("==> [prepare ") == 2 * len(stores)  # a start and a done line per step
     assert "paper: feature extraction" in r.stdout
 
@@ -273,7 +282,12 @@ def test_evaluate_scores_every_model_and_the_baselines(chain):
         results = json.loads((evals / model / "results.json").read_text())
         assert not results["failed"] and not results["problems"], (model, results["problems"])
         scored = {(f"{e['suite']}/{e['split']}", e["system"]) for e in results["results"]}
-        assert scored == {(s, name) for s in splits for name in systems}, model
+        sfm_st = {(s, "sfm-st") for s in st} if model == "asr-ce" else set()  # the SFM's own ST, on ST splits
+        assert scored == {(s, name) for s in splits for name in systems} | sfm_st, model
+        # the paper's prompt and decoding: no row says smap's additions
+        assert "+quoted" not in (evals / model / "results.md").read_text()
+        decoding = results["systems"]["smap"]["inference"]["decoding"]
+        assert decoding["asr_slack"] is None and decoding["first_line"] is False
         assert {e["n"] for e in results["results"]} == {2}  # EVAL_LIMIT
         for split, system in scored:
             assert (evals / model / "outputs" / split / f"{system}.jsonl").is_file()
@@ -323,8 +337,12 @@ def test_defaults_are_the_papers(tmp_path):
         assert f"--dataset europarl-st --data-dir data/raw/europarl-st-v1.1 --pair {pair} --split test" in prep
     for pair in ("en-de", "en-zh"):
         assert f"--pair {pair} --split train" in prep
-    assert "--encoder facebook/seamless-m4t-v2-large" in prep and "--llm utter-project/EuroLLM-9B-Instruct" in prep
-    assert prep.count("smap prepare") == 21  # LibriSpeech 3 + 1 + 2, EuroParl-ST 8, CoVoST 2 4, LibriSQA 2, FLEURS
+    # The last conformer layer: the adaptor's ~1.8 frames per token would cut every Stage-1 target.
+    assert "--encoder facebook/seamless-m4t-v2-large --dtype float32 --layer 24" in prep and "--llm utter-project/EuroLLM-9B-Instruct" in prep
+    # LibriSpeech 3 + 1 + 2, EuroParl-ST 8, CoVoST 2 4, LibriSQA 2, FLEURS 1; and the 10 test splits again
+    # as the SFM's final output, for its own ASR (the cascade) and ST
+    assert prep.count("smap prepare") == 21 + 10
+    assert prep.count("--out data/paper/sfm/") == 10
 
     stage1 = _dry("stage1.sh", tmp_path)
     assert re.search(r"smap pretrain --train data/paper/train/librispeech/train-clean-100 "
@@ -339,6 +357,8 @@ def test_defaults_are_the_papers(tmp_path):
     common = "--steps 1000 "
     asr = _dry("attach_asr_ce.sh", tmp_path)
     assert common in asr and "--mode asr --train" in asr and "--mse-weight" not in asr
+    for script in ATTACH:  # the paper's plain prompt, not smap's quoted one
+        assert "--layout instruction-first " in _dry(script, tmp_path)
     assert "--mode asr --mse-weight 0.2" in _dry("attach_asr_ce_mse.sh", tmp_path)
     st = _dry("attach_task_st.sh", tmp_path)
     assert common in st and "--mode task --asr-mix 0" in st
@@ -349,10 +369,19 @@ def test_defaults_are_the_papers(tmp_path):
     ev = _dry("evaluate.sh", tmp_path)
     suites = ("europarl/en-es,europarl/en-fr,europarl/en-de,europarl/en-it,covost2/en-de,covost2/en-zh,"
               "librisqa/part1,librispeech/test-clean,librispeech/test-other,fleurs/en")
-    assert ev.count(f"--suite {suites} ") == 2 and "--system smap,transcript,cascade" in ev
+    assert ev.count(f"--suite {suites} ") == 2 and "--systems smap,transcript,cascade,sfm-st" in ev
+    # the cascade's ASR and sfm-st: the SFM itself, on its final output that prepare.sh stored under sfm/
+    assert "--asr facebook/seamless-m4t-v2-large --asr-data-root data/paper/sfm " in ev
+    assert ev.count("--max-new-tokens 256 --no-asr-cap --no-first-line") == 4
     assert "--comet-model Unbabel/wmt22-comet-da --max-new-tokens 256" in ev
-    judges = "--judge meta-llama/Llama-3.1-8B-Instruct --judge utter-project/EuroLLM-9B-Instruct"
-    assert [judges in line for line in ev.splitlines()] == [True, True, False, True]  # where LibriSQA is
+    # four judges, none the LLM under test, where LibriSQA is
+    judges = ("--judge meta-llama/Llama-3.1-8B-Instruct --judge Qwen/Qwen2.5-7B-Instruct "
+              "--judge mistralai/Mistral-7B-Instruct-v0.3 --judge google/gemma-2-9b-it")
+    assert [judges in line for line in ev.splitlines()] == [True, True, False, True]
+    llama = _dry("evaluate.sh", tmp_path, LLM="meta-llama/Llama-3.1-8B-Instruct")
+    assert "--judge utter-project/EuroLLM-9B-Instruct --judge Qwen" in llama and "--judge meta-llama" not in llama
+    assert "--judge a --judge b --out" in _dry("evaluate.sh", tmp_path, JUDGES="a,b")
+    assert "--no-asr-cap" not in _dry("evaluate.sh", tmp_path, SMAP_DECODING="1")
 
 
 def test_every_recipe_is_in_the_chain_and_strict():

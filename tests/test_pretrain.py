@@ -16,6 +16,7 @@ from smap.data.store import open_stores
 from smap.llm import load_embeddings
 from smap.mapper import SpeechMapper
 from smap.pretrain import PretrainConfig, pretrain, token_hits
+from smap.training import TrainingError
 
 runner = CliRunner()
 
@@ -112,12 +113,67 @@ def test_time_budget_stops_with_a_checkpoint_and_the_schedule_spent(tmp_path, st
     assert len(lrs) == report["steps"] and lrs[-1] < 0.05 * max(lrs)  # the cosine follows the budget, not --steps
 
 
-def test_cut_targets_are_counted(tmp_path, tiny_llama):
-    train = write_store(tmp_path / "short", ["the a of to and in is it that was he for on are"] * 4, frames_per_word=2)
-    result = runner.invoke(app, _args(train, train, tiny_llama, tmp_path / "run", steps=2))
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "run" / "pretrain_report.json").read_text())["cut_utterances"] == 4
-    assert "targets cut for 4 utterances" in " ".join(result.output.split())  # rich wraps at 80 columns
+def test_cut_targets_are_counted_and_a_few_allowed(tmp_path, sentences, tiny_llama, capsys):
+    """One utterance in 21 (4.8%) has more tokens than the mapper outputs vectors: under
+    max_cut_share (5%) the run goes on and counts it."""
+    train = write_store(tmp_path / "train", sentences[:20])
+    short = write_store(tmp_path / "short", ["the a of to and in is it that was he for on are"], frames_per_word=2)
+    out = tmp_path / "run"
+    pretrain(PretrainConfig(out=str(out), train=[str(train), str(short)], llm=str(tiny_llama), preset="tiny", steps=2,
+                            warmup=1, max_frames=400, eval_every=1000, save_every=1000))
+    assert json.loads((out / "pretrain_report.json").read_text())["cut_utterances"] == 1
+    assert "targets cut for 1 utterances (4.8%)" in " ".join(capsys.readouterr().err.split())  # rich wraps lines
+
+
+def test_too_many_cut_targets_stop_the_run_before_training(tmp_path, tiny_llama):
+    """Features too slow for the mapper's 4x downsampling (as SeamlessM4T's adaptor output): refused
+    in one line that names the share, the store and the fixes, before anything is written."""
+    train = write_store(tmp_path / "slow", ["the a of to and in is it that was he for on are"] * 4, frames_per_word=2)
+    out = tmp_path / "run"
+    cfg = PretrainConfig(out=str(out), train=[str(train)], llm=str(tiny_llama), preset="tiny", steps=2, pool=2)
+    with pytest.raises(TrainingError) as e:
+        pretrain(cfg)
+    message = str(e.value)
+    assert "\n" not in message and f"--train {train}: 4 of 4 utterances (100.0%, more than --max-cut-share 0.05)" in message
+    assert "(50 frames/s, 8x downsampling)" in message
+    assert "--layer N" in message and "--pool 1" in message and "--compress ctc" in message
+    assert not out.exists()
+    cfg.max_cut_share = 1.0  # the user's call: train anyway
+    pretrain(cfg)
+    assert json.loads((out / "pretrain_report.json").read_text())["cut_utterances"] == 4
+
+
+def test_a_tokenizer_without_pad_pads_with_eos_and_records_it(tmp_path, sentences, capsys):
+    """Llama-3.1 has no pad token: the targets are padded with EOS's input embedding, and the run
+    says so in its report, its mapper's config and its summary."""
+    from conftest import make_tokenizer, save_tiny_causal_lm
+    from smap.llm import load_causal_lm
+    from smap.losses import pad_targets
+
+    llm = save_tiny_causal_lm(tmp_path / "llama")
+    tok = make_tokenizer()
+    tok.pad_token = None
+    tok.save_pretrained(llm)
+    emb = load_embeddings(str(llm))
+    eos = emb.tokenizer.eos_token_id
+    assert emb.tokenizer.pad_token_id is None and emb.pad_id == eos and emb.pad_rule.startswith("eos_token")
+
+    model, _ = load_causal_lm(str(llm))
+    table = model.get_input_embeddings().weight.float()
+    assert not torch.equal(table[eos], model.get_output_embeddings().weight[eos].float())  # untied: which one matters
+    tg = pad_targets([torch.tensor([4, 5])], torch.tensor([5]), emb.weight, emb.pad_id)
+    assert torch.equal(tg.target[0, 2:], table[eos].expand(3, -1)) and torch.equal(tg.target[0, 0], table[4])
+
+    train = write_store(tmp_path / "train", sentences[:8])
+    out = tmp_path / "run"
+    pretrain(PretrainConfig(out=str(out), train=[str(train)], llm=str(llm), preset="tiny", steps=1, warmup=1,
+                            max_frames=400, eval_every=1000, save_every=1000))
+    report = json.loads((out / "pretrain_report.json").read_text())
+    record = {"pad_id": eos, "pad_token": "<|im_end|>", "pad_rule": "eos_token: the tokenizer has no pad token"}
+    assert {k: report[k] for k in record} == record
+    assert {k: SpeechMapper.from_pretrained(out / "mapper").config.extra[k] for k in record} == record
+    assert "padded with <|im_end|> (id 3, the eos_token: the tokenizer has no pad token)" in " ".join(
+        capsys.readouterr().err.split())
 
 
 def test_help_explains_every_option():
@@ -192,3 +248,20 @@ def test_stage1_overfits_a_small_store_of_the_embedded_default(tmp_path):
     pretrain(cfg)
     report = json.loads((tmp_path / "run" / "pretrain_report.json").read_text())
     assert report["wer"] < 10, report["wer"]
+
+
+def test_a_checkpoint_from_before_the_schedule_was_saved_resumes_on_schedule(tmp_path, stores, tiny_llama):
+    """Checkpoints written while accelerate held the scheduler have no schedule file of their own:
+    resuming one replays the schedule to its step."""
+    from smap.training import SCHEDULE_FILE
+
+    def run(out, steps, resume=False):
+        pretrain(PretrainConfig(out=str(out), train=[str(stores[0])], llm=str(tiny_llama), preset="tiny", steps=steps,
+                                warmup=3, max_frames=400, log_every=1, eval_every=1000, save_every=4, resume=resume))
+        return {r["step"]: r["lr"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())}
+
+    straight = run(tmp_path / "straight", 8)
+    run(tmp_path / "old", 4)
+    (tmp_path / "old" / "checkpoints" / "step-000004" / SCHEDULE_FILE).unlink()
+    resumed = run(tmp_path / "old", 8, resume=True)
+    assert [resumed[s] for s in range(5, 9)] == pytest.approx([straight[s] for s in range(5, 9)], rel=1e-9)

@@ -94,3 +94,30 @@ def test_write_outputs_keeps_ids_references_and_outputs(tmp_path):
     path = report.write_outputs(tmp_path, EN_DE, "smap", records, ["hallo welt"])
     assert path == tmp_path / "outputs" / "europarl" / "en-de" / "smap.jsonl"
     assert json.loads(path.read_text()) == {"id": "u1", "text": "hello", "translation": "hallo", "output": "hallo welt"}
+
+
+def test_rows_say_which_of_smaps_additions_a_system_ran_with():
+    decoding = {"max_new_tokens": 128, "num_beams": 1, "no_repeat_ngram": 0}
+    meta = {**META, "systems": {
+        "smap": {"layout": "quoted", "inference": {"decoding": {**decoding, "asr_slack": 1, "first_line": True}}},
+        "transcript": {"layout": "instruction-first",
+                       "inference": {"decoding": {**decoding, "asr_slack": None, "first_line": False}}},
+        "smap-nearest": {"input": "nearest tokens, no LLM"}}}
+    r = Results([Entry(CLEAN, name, 10, {"wer": 1.0}, [], 1.0) for name in meta["systems"]], [], meta)
+    _, rows = report.main_table(r)
+    # the paper's plain prompt and decoding: the bare name
+    assert [row[0] for row in rows[:3]] == ["smap (+quoted, asr cap 1, first-line cut)", "transcript", "smap-nearest"]
+    # a report from before the cut could be switched off: it always cut
+    old = Results(r.entries[:1], [], {**META, "systems": {"smap": {"layout": "instruction-first",
+                                                                   "inference": {"decoding": {"asr_slack": 2}}}}})
+    assert report.main_table(old)[1][0][0] == "smap (asr cap 2, first-line cut)"
+
+
+def test_accuracy_where_the_topline_answers_is_shown_beside_the_accuracy_on_all_questions():
+    qa, = select("tts/test-qa")
+    r = results([Entry(qa, "smap", 58, {"topline_answered": 40.0, "answer_in_output": 20.0, "exact_match": 10.0}, [], 1.0),
+                 Entry(CLEAN, "smap", 10, {"wer": 5.0}, [], 1.0)])
+    header, rows = report.main_table(r)
+    assert header == ["system", "tts/test-qa acc. where topline right", "tts/test-qa answer in output (all)",
+                      "librispeech/test-clean WER↓"]
+    assert rows[0] == ["smap", "40.0", "20.0", "5.0"]

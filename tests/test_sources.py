@@ -80,16 +80,23 @@ def test_tts_has_thousands_of_training_sentences_and_spoken_questions():
 
 
 def test_tts_question_vocabulary_sentences_cover_the_questions_and_only_add_to_train():
-    from smap.data.corpus import _common_words, read_qa
+    from smap.data.corpus import _common_words, held_out_only_words, read_qa
 
     extra = read_lines("qa_vocabulary_sentences.txt")
     questions = {normalize(r["question"]) for r in read_qa()}
-    # Every word of every spoken question is in the WordNet text the corpus draws from, or in these.
+    base, full = plan(CorpusConfig()), plan(dataclasses.replace(CorpusConfig(), qa_vocab_voices=1))
+    taught = {normalize(u.text) for u in full["train"][len(base["train"]):]}
+    assert taught and taught <= {normalize(t) for t in extra}
+    taught_words = {w for t in taught for w in t.split()}
+    # The sentences teach every word of the training questions that the WordNet text lacks...
     heard = {w for _, n in _common_words(CorpusConfig().vocab) for w in n.split()}
-    unheard = {w for q in questions for w in q.split()} - heard
-    in_extra = collections.Counter(w for t in extra for w in set(normalize(t).split()))
-    # ... and each of those in at least six of them, so that it is heard in more than one context.
-    assert unheard and min(in_extra[w] for w in unheard) >= 6
+    train_q = [{"question": u.text, "answer": u.answer} for u in full["train-qa"]]
+    test_q = [{"question": u.text, "answer": u.answer} for u in full["test-qa"]]
+    unheard = {w for r in train_q for w in normalize(r["question"]).split()} - heard
+    assert unheard and unheard <= taught_words
+    # ... and none of the words that only the held-out questions and answers use.
+    only_test = held_out_only_words([u.text for u in base["train"]], train_q, test_q)
+    assert only_test and not only_test & taught_words
     # Speakable as written (no digits), utterance length, and none is a question of the task.
     assert all(re.fullmatch(r"[A-Z][A-Za-z ,']*[a-z]", t) and 4 <= len(t.split()) <= 16 for t in extra)
     assert not {normalize(t) for t in extra} & questions
@@ -97,7 +104,8 @@ def test_tts_question_vocabulary_sentences_cover_the_questions_and_only_add_to_t
     base, more = plan(SMALL), plan(more_cfg)
     n = len(base["train"])
     assert more["train"][:n] == base["train"]  # a store prepared without them is a prefix
-    assert [u.text for u in more["train"][n:]] == [t for t in extra for _ in range(3)]
+    kept = list(dict.fromkeys(u.text for u in more["train"][n:]))  # in the file's order, each in 3 voices
+    assert kept == [t for t in extra if t in kept] and [u.text for u in more["train"][n:]] == [t for t in kept for _ in range(3)]
     assert all(len({u.voice for u in more["train"][i:i + 3]}) == 3 for i in range(n, len(more["train"]), 3))
     assert [u.id for u in more["train"]] == [f"tts-train-{i:05d}" for i in range(len(more["train"]))]
     assert all(more[s] == base[s] for s in SPLITS if s != "train")
@@ -219,43 +227,156 @@ def test_hub_librispeech_and_fleurs_from_a_local_copy(tmp_path):
         open_source("librispeech", "test.clean", data_dir=tmp_path / "ls")
 
 
-def test_covost2_reads_common_voice_clips(tmp_path):
-    clips = tmp_path / "cv" / "en" / "clips"
-    clips.mkdir(parents=True)
-    _write(clips / "common_voice_en_1.mp3", seconds=1.0, sr=48000, format="MP3")
-    (tmp_path / "cv" / "covost_v2.en_de.tsv").write_text(
-        "path\tsentence\ttranslation\tclient_id\tsplit\n"
-        "common_voice_en_1.mp3\tHe said \"yes\".\tEr sagte \"ja\".\tc1\ttest\n"
-        "common_voice_en_2.mp3\tOther.\tAndere.\tc2\ttrain\n")
-    src = open_source("covost2", "test", data_dir=tmp_path / "cv", pair="en-de")
-    assert [it.record for it in src.items] == [{"id": "common_voice_en_1", "text": 'He said "yes".', "translation": 'Er sagte "ja".',
-                                                "src_lang": "en", "tgt_lang": "de", "speaker": "c1", "split": "test"}]
-    assert abs(src.items[0].load(16000).numel() - 16000) < 1200  # MP3 decoder delay aside
-    with pytest.raises(SourceError, match=r"covost_v2.en_zh-CN.tsv .*commonvoice.mozilla.org"):
-        open_source("covost2", "test", data_dir=tmp_path / "cv", pair="en-zh")
-    with pytest.raises(SourceError, match="needs, under --data-dir: the clips/ folder of Common Voice English"):
+def test_fleurs_from_a_local_copy_of_its_parquet_export(tmp_path):
+    import datasets
+
+    # hf download google/fleurs --revision refs/convert/parquet --include 'en_us/test/*' --local-dir DIR
+    audio = [{"bytes": _flac_bytes(tmp_path, 0.5), "path": "1.wav"}, {"bytes": _flac_bytes(tmp_path, 0.25), "path": "2.wav"}]
+    for split, n in (("test", 2), ("validation", 1)):
+        (tmp_path / "DIR" / "en_us" / split).mkdir(parents=True)
+        ds = datasets.Dataset.from_dict({"id": [1710, 1711][:n], "num_samples": [8000, 4000][:n], "path": ["1.wav", "2.wav"][:n],
+                                         "audio": audio[:n], "transcription": ["hi there", "bye"][:n],
+                                         "raw_transcription": ["Hi there.", "Bye."][:n], "gender": [0, 1][:n]})
+        ds.cast_column("audio", datasets.Audio(sampling_rate=16000)).to_parquet(str(tmp_path / "DIR" / "en_us" / split / "0000.parquet"))
+    src = open_source("fleurs", "test", data_dir=tmp_path / "DIR")
+    assert [it.record for it in src.items] == [
+        {"id": "1710-0", "text": "Hi there.", "src_lang": "en", "split": "test"},
+        {"id": "1711-1", "text": "Bye.", "src_lang": "en", "split": "test"}]
+    assert src.items[1].load(16000).numel() == 4000
+    dev = open_source("fleurs", "dev", data_dir=tmp_path / "DIR")  # FLEURS calls its dev split validation
+    assert dev.split == "validation" and [it.record["text"] for it in dev.items] == ["Hi there."]
+    with pytest.raises(SourceError, match=r"fleurs: could not load split 'train' from .*DIR .*hf download google/fleurs "
+                                          r"--repo-type dataset --revision refs/convert/parquet --include 'en_us/train/\*'"):
+        open_source("fleurs", "train", data_dir=tmp_path / "DIR")
+    with pytest.raises(SourceError, match="fleurs: no split 'eval'; choose train, validation"):
+        open_source("fleurs", "eval", data_dir=tmp_path / "DIR")
+
+
+@pytest.mark.parametrize("name, split, lang, want", [
+    # One split's files, never a whole configuration (LibriSpeech's clean is 30 GB).
+    ("librispeech", "test-clean", None, (("openslr/librispeech_asr",),
+                                         {"data_files": {"test": ["clean/test/*.parquet"]}, "split": "test"})),
+    ("librispeech", "dev-other", None, (("openslr/librispeech_asr",),
+                                        {"data_files": {"validation": ["other/validation/*.parquet"]}, "split": "validation"})),
+    # FLEURS is a loading script: its parquet export, which datasets 4 and later can read.
+    ("fleurs", "test", "en_us", (("google/fleurs",), {"data_files": {"test": ["en_us/test/*.parquet"]}, "split": "test",
+                                                     "revision": "refs/convert/parquet"})),
+    ("fleurs", "dev", "fr_fr", (("google/fleurs",), {"data_files": {"validation": ["fr_fr/validation/*.parquet"]},
+                                                    "split": "validation", "revision": "refs/convert/parquet"})),
+])
+def test_hub_loading_asks_for_one_splits_parquet_files(monkeypatch, name, split, lang, want):
+    import datasets
+
+    asked = []
+
+    def load_dataset(*args, **kwargs):
+        asked.append((args, kwargs))
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(SourceError, match=r"could not load split .*ConnectionError: offline.*hf download"):
+        open_source(name, split, lang=lang)
+    assert asked == [want]
+
+
+def _clip(clips, name, seconds=0.5):
+    return _write(clips / name, seconds=seconds)
+
+
+def test_covost2_joins_the_release_with_common_voice_validated_tsv(tmp_path):
+    # The release TSV beside Common Voice English v4 as it unpacks: cv-corpus-4-2019-12-10/en/{clips/, validated.tsv}.
+    cv = tmp_path / "raw" / "cv-corpus-4-2019-12-10" / "en"
+    (cv / "clips").mkdir(parents=True)
+    for i, seconds in ((1, 1.0), (2, 0.5), (3, 0.5), (4, 0.5)):
+        _clip(cv / "clips", f"common_voice_en_{i}.wav", seconds)
+    (cv / "validated.tsv").write_text(
+        "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccent\n"
+        "c1\tcommon_voice_en_1.wav\tHe said \"yes\".\t2\t0\t\t\t\n"
+        "c2\tcommon_voice_en_2.wav\tA train row.\t2\t0\t\t\t\n"
+        "c3\tcommon_voice_en_3.wav\tAn added one.\t2\t0\t\t\t\n"
+        "c4\tcommon_voice_en_4.wav\t\t2\t0\t\t\t\n")
+    (tmp_path / "raw" / "covost_v2.en_de.tsv").write_text(
+        "path\ttranslation\tsplit\n"
+        "common_voice_en_1.wav\tEr sagte \"ja\".\ttest\n"
+        "common_voice_en_2.wav\tEine Zeile.\ttrain\n"
+        "common_voice_en_3.wav\tEine weitere.\ttrain_covost\n"
+        "common_voice_en_4.wav\tOhne Text.\ttest\n"
+        "common_voice_en_9.wav\tNicht in Common Voice.\ttest\n")
+    src = open_source("covost2", "test", data_dir=tmp_path / "raw", pair="en-de")
+    assert src.items[0].record == {"id": "common_voice_en_1", "text": 'He said "yes".', "translation": 'Er sagte "ja".',
+                                   "src_lang": "en", "tgt_lang": "de", "speaker": "c1", "split": "test"}
+    assert src.items[0].load(16000).numel() == 16000
+    # An empty or missing transcript is an error naming the file, not an empty transcript; the rest goes through.
+    validated = cv / "validated.tsv"
+    assert [it.error for it in src.items] == [None, f"common_voice_en_4.wav: no transcript in {validated}",
+                                              f"common_voice_en_9.wav: no transcript in {validated}"]
+    train = open_source("covost2", "train", data_dir=tmp_path / "raw", pair="en-de")
+    assert [it.record["text"] for it in train.items] == ["A train row.", "An added one."]  # train_covost is train
+    validated.write_text("client_id\tpath\tsentence\n")
+    with pytest.raises(SourceError, match="none of the 3 test clips of covost_v2.en_de.tsv has a transcript in .*validated.tsv"):
+        open_source("covost2", "test", data_dir=tmp_path / "raw", pair="en-de")
+    validated.unlink()
+    with pytest.raises(SourceError, match=r"no Common Voice validated.tsv \(transcripts and speakers of covost_v2.en_de.tsv\)"):
+        open_source("covost2", "test", data_dir=tmp_path / "raw", pair="en-de")
+
+
+def test_covost2_reads_the_split_files_get_covost_splits_writes(tmp_path):
+    (tmp_path / "en" / "clips").mkdir(parents=True)
+    _clip(tmp_path / "en" / "clips", "common_voice_en_7.wav")
+    (tmp_path / "covost_v2.en_zh-CN.test.tsv").write_text(
+        "path\tsentence\ttranslation\tclient_id\n"
+        "common_voice_en_7.wav\tShe sells \"sea\" shells.\t她卖贝壳。\tc7\n"
+        "common_voice_en_8.wav\t\t空的。\tc8\n")
+    src = open_source("covost2", "test", data_dir=tmp_path, pair="en-zh")
+    assert src.items[0].record == {"id": "common_voice_en_7", "text": 'She sells "sea" shells.', "translation": "她卖贝壳。",
+                                   "src_lang": "en", "tgt_lang": "zh", "speaker": "c7", "split": "test"}
+    assert src.items[1].error == f"{tmp_path / 'covost_v2.en_zh-CN.test.tsv'}:3: empty sentence"
+
+
+def test_covost2_refuses_what_covost_2_does_not_have(tmp_path):
+    with pytest.raises(SourceError, match=r"--pair en-it: CoVoST 2 translates English into de, ca, zh, .* only"):
+        open_source("covost2", "test", data_dir=tmp_path, pair="en-it")
+    with pytest.raises(SourceError, match=r"covost2: no covost_v2.en_zh-CN.tsv \(nor covost_v2.en_zh-CN.test.tsv\) .*commonvoice.mozilla.org"):
+        open_source("covost2", "test", data_dir=tmp_path, pair="en-zh")
+    with pytest.raises(SourceError, match="needs, under --data-dir: Common Voice English version 4"):
         open_source("covost2", "test")
     with pytest.raises(SourceError, match="--pair fr-en: expected en-XX"):
         open_source("covost2", "test", pair="fr-en")
 
 
+def _europarl_release(root, segments, en, fr):
+    folder = root / "en" / "fr" / "test"
+    folder.mkdir(parents=True)
+    (root / "en" / "audios").mkdir(parents=True)
+    (folder / "segments.lst").write_text(segments)
+    (folder / "segments.en").write_text(en)
+    (folder / "segments.fr").write_text(fr)
+    return folder
+
+
 def test_europarl_st_segments_and_m4a(tmp_path):
     root = tmp_path / "v1.1"
-    (root / "en" / "fr" / "test").mkdir(parents=True)
-    (root / "en" / "audios").mkdir(parents=True)
+    _europarl_release(root, "talk1 0.50 1.25\ntalk1 2.00 3.00\n", "First part.\nSecond part.\n",
+                      "Première partie.\nDeuxième partie.\n")
     _write(root / "en" / "audios" / "talk1.flac", seconds=3.0)
-    (root / "en" / "fr" / "test" / "segments.lst").write_text("talk1 0.50 1.25\ntalk1 2.00 3.00\n")
-    (root / "en" / "fr" / "test" / "segments.en").write_text("First part.\nSecond part.\n")
-    (root / "en" / "fr" / "test" / "segments.fr").write_text("Première partie.\nDeuxième partie.\n")
     src = open_source("europarl-st", "test", data_dir=root, pair="en-fr")
     assert src.items[1].record == {"id": "talk1_2.00_3.00", "text": "Second part.", "translation": "Deuxième partie.",
                                    "src_lang": "en", "tgt_lang": "fr", "split": "test"}
     assert src.items[0].load(16000).numel() == 12000
     (root / "en" / "audios" / "talk1.flac").rename(root / "en" / "audios" / "talk1.m4a")
-    with pytest.raises(SourceError, match=r"m4a only, which soundfile cannot decode; convert them once: cd .* ffmpeg"):
+    with pytest.raises(SourceError, match=r"1 talks in .* are m4a only .*convert them once: cd .* && for f in \*.m4a; "
+                                          r"do ffmpeg -loglevel error -i \"\$f\" -ac 1 -ar 16000 \"\$\{f%.m4a\}.flac\"; done"):
         open_source("europarl-st", "test", data_dir=root, pair="en-fr")
-    with pytest.raises(SourceError, match="segments.lst not found"):
+    with pytest.raises(SourceError, match="segments.lst not found; .*--pair en-es"):
         open_source("europarl-st", "test", data_dir=root, pair="en-de")
+
+
+def test_europarl_st_refuses_segment_files_of_unequal_length(tmp_path):
+    folder = _europarl_release(tmp_path, "talk1 0.50 1.25\ntalk1 2.00 3.00\n", "First part.\nSecond part.\n", "Seule.\n")
+    with pytest.raises(SourceError, match="unequal length") as e:
+        open_source("europarl-st", "test", data_dir=tmp_path, pair="en-fr")
+    assert str(e.value).endswith(f"{folder / 'segments.lst'} has 2 lines, {folder / 'segments.en'} has 2 lines, "
+                                 f"{folder / 'segments.fr'} has 1 lines")
 
 
 def test_librisqa_over_local_librispeech(tmp_path):

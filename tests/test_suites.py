@@ -1,9 +1,12 @@
 """The suite registry: the issue's suites and splits, the data layout, the one-line hints."""
 
 import pytest
+import torch
 
+from smap.data.store import StoreWriter
 from smap.evaluate import suites
 from smap.evaluate.suites import SuiteError
+from smap.prompts import question_text
 
 from conftest import write_store
 
@@ -11,7 +14,7 @@ from conftest import write_store
 def test_registry_holds_the_papers_suites_and_splits():
     got = {name: [(s.name, s.task, s.tgt_lang) for s in suite.splits] for name, suite in suites.SUITES.items()}
     assert got["europarl"] == [(p, "st", p[3:]) for p in ("en-fr", "en-de", "en-es", "en-it")]
-    assert got["covost2"] == [(p, "st", p[3:]) for p in ("en-de", "en-zh", "en-it")]
+    assert got["covost2"] == [(p, "st", p[3:]) for p in ("en-de", "en-zh")]  # CoVoST 2 has no en-it
     assert got["librisqa"] == [("part1", "sqa", None), ("part2", "sqa", None)]
     assert got["librispeech"] == [("test-clean", "asr", None), ("test-other", "asr", None)]
     assert got["fleurs"] == [("en", "asr", None)]
@@ -73,10 +76,76 @@ def test_a_prepared_store_is_found(tmp_path):
 
 
 def test_question_text_lists_labelled_choices():
-    assert suites.question_text({"question": "Who spoke?"}) == "Who spoke?"
-    assert suites.question_text({"text": "what is two plus two"}) == "what is two plus two"
-    text = suites.question_text({"question": "Who spoke?", "choices": ["a man", "a woman"]})
+    assert question_text({"question": "Who spoke?"}) == "Who spoke?"
+    assert question_text({"text": "what is two plus two"}) == "what is two plus two"
+    text = question_text({"question": "Who spoke?", "choices": ["a man", "a woman"]})
     assert text.splitlines() == ["Who spoke?", "A. a man", "B. a woman", "Answer with the letter of the right option."]
     # LibriSQA Part II: the options are in the question, the choices only their labels.
     written = {"question": "Who spoke? (A) a man (B) a woman", "choices": ["A", "B"]}
-    assert suites.question_text(written) == "Who spoke? (A) a man (B) a woman"
+    assert question_text(written) == "Who spoke? (A) a man (B) a woman"
+
+
+def _own_store(folder, records):
+    with StoreWriter(folder, encoder="test-encoder", dim=4, frame_rate=50.0,
+                     meta={"source": "my.jsonl", "split": "test"}) as w:
+        for i, rec in enumerate(records):
+            w.add({"id": f"u{i}", "duration": 0.2, **rec}, torch.zeros(10, 4))
+    return folder
+
+
+def test_a_store_folder_is_a_split_of_its_own_beside_the_suites(tmp_path):
+    asr = _own_store(tmp_path / "data" / "mine" / "test", [{"text": "hello there"}, {"text": "good bye"}])
+    st = _own_store(tmp_path / "elsewhere" / "st-de", [{"text": "hi", "translation": "hallo", "tgt_lang": "de"}])
+    sqa = _own_store(tmp_path / "qa", [{"text": "a passage", "question": "What?", "answer": "passage"}])
+    choice = _own_store(tmp_path / "mc", [{"text": "x", "question": "Who?", "answer": "A", "choices": ["a", "b"]}])
+    spoken = _own_store(tmp_path / "spoken", [{"text": "what is the capital of france", "answer": "paris"}])
+    chosen = suites.select(f"librispeech/test-clean,{asr},{st},{sqa},{choice},{spoken}")
+    assert [s.key for s in chosen] == ["librispeech/test-clean", "mine/test", "elsewhere/st-de",
+                                       f"{tmp_path.name}/qa", f"{tmp_path.name}/mc", f"{tmp_path.name}/spoken"]
+    own = chosen[1]
+    assert (own.task, own.metrics, own.path) == ("asr", ("wer",), str(asr))
+    # Read where it is, whatever --data-root, so `missing` finds it.
+    assert own.store_dir(tmp_path / "other-root") == asr and own.missing(tmp_path / "other-root") is None
+    assert own.prepare == "my.jsonl --split test"
+    assert (chosen[2].task, chosen[2].tgt_lang, chosen[2].metrics) == ("st", "de", ("comet", "bleu", "chrf", "adherence"))
+    assert (chosen[3].task, chosen[3].metrics, chosen[3].needs) == ("sqa", ("judged", "exact_match"), ("text", "question", "answer"))
+    assert chosen[4].metrics == ("exact_choice",)
+    assert chosen[5].prompt and chosen[5].needs == ("text", "answer")
+    assert chosen[5].metrics == suites.select("tts/test-qa")[0].metrics
+
+
+def test_a_store_in_the_standard_layout_keeps_its_suites_figures(tmp_path):
+    folder = write_store(tmp_path / "librispeech" / "test-clean", ["a b c"])
+    split = suites.select(str(folder))[0]
+    assert split.key == "librispeech/test-clean" and split.paper == {"wer": 2.9} and split.path == str(folder)
+
+
+@pytest.mark.parametrize("records, message", [
+    ([{"text": "hi", "translation": "hallo"}], "an ST store needs one tgt_lang in its records, found none"),
+    ([{"text": "hi", "translation": "hallo", "tgt_lang": "de"}, {"text": "ho", "translation": "salut", "tgt_lang": "fr"}],
+     "found de, fr"),
+])
+def test_an_st_store_needs_one_target_language(tmp_path, records, message):
+    folder = _own_store(tmp_path / "mine" / "st", records)
+    with pytest.raises(SuiteError, match=message):
+        suites.select(str(folder))
+
+
+def test_store_folders_that_are_not_or_that_clash_are_refused_in_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for where in (tmp_path / "empty", "data/mine/test"):
+        with pytest.raises(SuiteError, match=r"^--suite .*: no store.json there, so not a feature store .*"
+                                             r"and not a suite \(europarl, covost2") as e:
+            suites.select(str(where))
+        assert "\n" not in str(e.value)
+    with pytest.raises(SuiteError, match="unknown suite 'mine'; choose from .* or give a feature store folder"):
+        suites.select("mine")
+    a = write_store(tmp_path / "a" / "mine" / "test", ["a b"])
+    b = write_store(tmp_path / "b" / "mine" / "test", ["c d"])
+    with pytest.raises(SuiteError, match="would both be reported as mine/test"):
+        suites.select(f"{a},{b}")
+    assert [s.key for s in suites.select(f"{a},{a}")] == ["mine/test"]
+    (tmp_path / "broken" / "x").mkdir(parents=True)
+    (tmp_path / "broken" / "x" / "store.json").write_text("{not json")
+    with pytest.raises(SuiteError, match=r"^--suite .*broken/x: .*unreadable store index"):
+        suites.select(str(tmp_path / "broken" / "x"))

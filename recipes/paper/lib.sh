@@ -36,9 +36,13 @@ ATTACH_STEPS=${ATTACH_STEPS:-1000}
 ATTACH_LR=${ATTACH_LR:-1e-4}
 ATTACH_WARMUP=${ATTACH_WARMUP:-50}
 ATTACH_MAX_FRAMES=${ATTACH_MAX_FRAMES:-4000}
+# The user turn: the paper's plain prompt, the instruction then the speech in the placeholder's place
+# ('instruction-first'). smap's default, 'quoted' (an ASR request's speech in double quotes), is its
+# own addition; a model attached with it is labelled "+quoted" in the evaluation's table.
+LAYOUT=${LAYOUT:-instruction-first}
 stage2=(--mapper "$RUN/stage1" --llm "$LLM" --valid "$DATA/train/librispeech/$LS_DEV" --steps "$ATTACH_STEPS"
         --lr "$ATTACH_LR" --warmup "$ATTACH_WARMUP" --max-frames "$ATTACH_MAX_FRAMES" --mixed-precision "$PRECISION"
-        --resume)
+        --layout "$LAYOUT" --resume)
 
 # smap_launch ARGS...: `smap ARGS` under Accelerate, for the steps that use every GPU (prepare,
 # pretrain, attach). ACCEL_CONFIG: one of accelerate/*.yaml (each recipe picks its default);

@@ -7,9 +7,14 @@
 #   LIBRISQA_DIR     LibriSQA-PartI-{train,test}.json (hub dataset ZihanZhao/LibriSQA) beside LibriSpeech
 #                    audio; default: LIBRISPEECH_DIR
 #   EUROPARL_DIR     EuroParl-ST v1.1 release, unpacked (holds en/); its m4a audio converted to flac
-#   COVOST_DIR       Common Voice English v4 clips/ and covost_v2.en_XX.tsv for each pair
-#   FLEURS_DIR       optional: a `save_to_disk` copy of google/fleurs en_us (default: the hub or its cache)
-#   ENCODER_LAYER    optional: a SeamlessM4T conformer layer instead of the length adaptor's output
+#                    once (README.md "Getting the data")
+#   COVOST_DIR       Common Voice English v4 (cv-corpus-4-2019-12-10/en: clips/ and validated.tsv, which
+#                    holds the transcripts) and covost_v2.en_XX.tsv for each pair
+#   FLEURS_DIR       optional: google/fleurs en_us test, from its parquet export (`hf download google/fleurs
+#                    --repo-type dataset --revision refs/convert/parquet --include 'en_us/test/*' --local-dir
+#                    DIR`) or a `save_to_disk` copy (default: the parquet export from the hub, or its cache)
+#   ENCODER_LAYER    the SeamlessM4T layer the mapper reads: 24 (default, the last conformer layer, 50
+#                    frames/s) or `adaptor` (the length adaptor's output, ~6 frames/s)
 #   ENCODER_DTYPE    float32 (default), bfloat16 or float16
 source "$(dirname "$0")/lib.sh"
 
@@ -20,7 +25,20 @@ LIBRISQA_DIR=${LIBRISQA_DIR:-$LIBRISPEECH_DIR}
 EUROPARL_DIR=${EUROPARL_DIR:-$RAW/europarl-st-v1.1}
 COVOST_DIR=${COVOST_DIR:-$RAW/covost2}
 ENCODER_DTYPE=${ENCODER_DTYPE:-float32}
-encoder=(--encoder "$ENCODER" --dtype "$ENCODER_DTYPE" ${ENCODER_LAYER:+--layer "$ENCODER_LAYER"})
+# The adaptor's ~6.25 frames/s against ~3.5 transcript tokens/s of read speech is ~1.8 frames per
+# token: after the mapper's 4x downsampling nearly every Stage-1 target would be cut, and pretrain
+# refuses such a run. The last conformer layer (50 frames/s) gives ~14 (benchmarks/frames_per_token.py
+# measures it on prepared stores).
+ENCODER_LAYER=${ENCODER_LAYER:-24}
+encoder=(--encoder "$ENCODER" --dtype "$ENCODER_DTYPE" --layer "$ENCODER_LAYER")
+
+# The cascade's ASR and the SFM's own ST (evaluate.sh) decode the SFM's final encoder output with its
+# text decoder: each test split is stored that way too, under $DATA/sfm.
+sfm_copy() {  # sfm_copy NAME SUITE/SPLIT PREPARE-ARGS...
+  local name=$1 key=$2; shift 2
+  step "prepare $name (SFM output, for the cascade)" smap_launch prepare "$@" --encoder "$ENCODER" \
+    --dtype "$ENCODER_DTYPE" --out "$DATA/sfm/$key"
+}
 
 # The paper reports neither the hardware nor the time of feature extraction: features are computed
 # once and cached; here on the Stage-1 machine.
@@ -39,12 +57,15 @@ for pair in $EUROPARL_PAIRS; do
     --pair "$pair" --split train "${encoder[@]}" --out "$DATA/train/europarl/$pair"
   step "prepare europarl-st $pair test" smap_launch prepare --dataset europarl-st --data-dir "$EUROPARL_DIR" \
     --pair "$pair" --split test "${encoder[@]}" --out "$DATA/europarl/$pair"
+  sfm_copy "europarl-st $pair test" "europarl/$pair" --dataset europarl-st --data-dir "$EUROPARL_DIR" \
+    --pair "$pair" --split test
 done
 for pair in $COVOST_PAIRS; do
   step "prepare covost2 $pair train" smap_launch prepare --dataset covost2 --data-dir "$COVOST_DIR" \
     --pair "$pair" --split train "${encoder[@]}" --out "$DATA/train/covost2/$pair"
   step "prepare covost2 $pair test" smap_launch prepare --dataset covost2 --data-dir "$COVOST_DIR" \
     --pair "$pair" --split test "${encoder[@]}" --out "$DATA/covost2/$pair"
+  sfm_copy "covost2 $pair test" "covost2/$pair" --dataset covost2 --data-dir "$COVOST_DIR" --pair "$pair" --split test
 done
 
 # Task SQA: LibriSQA part I (free-form answers), training and test sets.
@@ -52,11 +73,14 @@ step "prepare librisqa part1 train" smap_launch prepare --dataset librisqa --par
   --split train "${encoder[@]}" --out "$DATA/train/librisqa/part1"
 step "prepare librisqa part1 test" smap_launch prepare --dataset librisqa --part 1 --data-dir "$LIBRISQA_DIR" \
   --split test "${encoder[@]}" --out "$DATA/librisqa/part1"
+sfm_copy "librisqa part1 test" "librisqa/part1" --dataset librisqa --part 1 --data-dir "$LIBRISQA_DIR" --split test
 
 # ASR evaluation: LibriSpeech test-clean and test-other, FLEURS English.
 for split in $LS_TEST; do
   step "prepare librispeech $split" smap_launch prepare --dataset "$LIBRISPEECH_DIR/$split" --split "$split" \
     "${encoder[@]}" --out "$DATA/librispeech/$split"
+  sfm_copy "librispeech $split" "librispeech/$split" --dataset "$LIBRISPEECH_DIR/$split" --split "$split"
 done
 step "prepare fleurs en" smap_launch prepare --dataset fleurs --lang en_us --split test \
   ${FLEURS_DIR:+--data-dir "$FLEURS_DIR"} "${encoder[@]}" --out "$DATA/fleurs/en"
+sfm_copy "fleurs en" "fleurs/en" --dataset fleurs --lang en_us --split test ${FLEURS_DIR:+--data-dir "$FLEURS_DIR"}

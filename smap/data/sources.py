@@ -12,10 +12,13 @@ Names:
                                the manifest, or to --audio-dir) and a transcript, optionally id,
                                start/end seconds, split and the schema's optional fields
   DIR                          a folder in the LibriSpeech layout (*.trans.txt beside the audio)
-  librispeech, fleurs          Hugging Face datasets, from the hub cache or a local copy
+  librispeech, fleurs          Hugging Face datasets: one split's parquet files from the hub (FLEURS
+                               from its parquet export) or its cache, or a local copy (a
+                               `save_to_disk` folder, or parquet files in the hub's layout)
   librisqa                     LibriSQA questions over the user's LibriSpeech audio
-  covost2                      CoVoST 2 translations of the user's Common Voice English clips
-  europarl-st                  the user's copy of the EuroParl-ST release
+  covost2                      CoVoST 2 translations of the user's Common Voice English clips,
+                               joined with Common Voice's validated.tsv for transcripts and speakers
+  europarl-st                  the user's copy of the EuroParl-ST release (m4a audio converted to flac)
   spoken-squad                 the user's copy of Spoken-SQuAD
 Where data must be fetched by hand, `SourceError` says what to fetch and which option to point at it.
 """
@@ -26,6 +29,7 @@ import csv
 import io
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -269,24 +273,46 @@ LIBRISPEECH_SPLITS = {
 }
 
 
-def _load_hf(name: str, repo: str, config: str | None, split: str, data_dir):
-    """A datasets.Dataset: a local copy (save_to_disk folder, or data files) if given, else the hub (or its cache)."""
+# The hub's parquet layout: {config}/{split}/NNNN.parquet, on the main branch (LibriSpeech) or in
+# the parquet export of a script dataset (FLEURS: datasets 4 and later refuse loading scripts).
+PARQUET_EXPORT = "refs/convert/parquet"
+FLEURS_SPLITS = {"train": "train", "dev": "validation", "validation": "validation", "test": "test"}
+
+
+def hub_request(repo: str, config: str, split: str, revision: str | None, data_dir=None) -> tuple[tuple, dict]:
+    """The (args, kwargs) of the one `datasets.load_dataset` call that reads `split`, and only it:
+    that split's parquet files of the hub repo at `revision`, or of a local copy in the same
+    layout (DIR/{config}/{split}/ or DIR/{split}/). A whole configuration would fetch every split
+    (LibriSpeech's clean: 30 GB for a 350 MB test set)."""
+    if data_dir:
+        folder = _expand(data_dir)
+        files = [str(folder / config / split / "*.parquet"), str(folder / split / "*.parquet")]
+        return ("parquet",), {"data_files": {split: files}, "split": split}
+    kwargs = {"data_files": {split: [f"{config}/{split}/*.parquet"]}, "split": split}
+    return (repo,), {**kwargs, **({"revision": revision} if revision else {})}
+
+
+def _load_hf(name: str, repo: str, config: str, split: str, data_dir, revision: str | None = None):
+    """A datasets.Dataset: a local copy (save_to_disk folder, or parquet files) if given, else the hub (or its cache)."""
     import datasets
 
+    folder = _expand(data_dir) if data_dir else None
     try:
-        if data_dir:
-            folder = _expand(data_dir)
-            if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
-                ds = datasets.load_from_disk(str(folder))
-                return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
-            return datasets.load_dataset(str(folder), split=split)
-        return datasets.load_dataset(repo, config, split=split)
-    except Exception as e:  # offline, unknown split, gated: the remedy is the same
-        where = f"{data_dir}" if data_dir else f"{repo} ({config})"
+        if folder and ((folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()):
+            ds = datasets.load_from_disk(str(folder))
+            return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+        args, kwargs = hub_request(repo, config, split, revision, folder)
+        return datasets.load_dataset(*args, **kwargs)
+    except Exception as e:  # offline, unknown split, no such files: the remedy is the same
+        where = f"{folder}" if folder else f"{repo} ({config})"
+        rev = f" --revision {revision}" if revision else ""
         raise SourceError(
             f"{name}: could not load split {split!r} from {where} ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-            f"where the hub is reachable run: python -c \"import datasets; datasets.load_dataset('{repo}', '{config}', "
-            f"split='{split}').save_to_disk('DIR')\" and pass --data-dir DIR") from None
+            f"where the hub is reachable run: hf download {repo} --repo-type dataset{rev} --include "
+            f"'{config}/{split}/*' --local-dir DIR, and pass --data-dir DIR"
+            + (f" (or, with datasets<4, which still runs the loading script: python -c \"import datasets; "
+               f"datasets.load_dataset('{repo}', '{config}', split='{split}', trust_remote_code=True)"
+               f".save_to_disk('DIR')\")" if revision else "")) from None
 
 
 def _hf_loader(ds, i: int, column: str = "audio") -> Callable[[int], torch.Tensor]:
@@ -307,10 +333,14 @@ def _hub(name: str, split: str | None, data_dir, lang: str | None, **_) -> Sourc
         if split not in LIBRISPEECH_SPLITS:
             raise SourceError(f"librispeech: no split {split!r}; choose one of {', '.join(LIBRISPEECH_SPLITS)}")
         config, hub_split = LIBRISPEECH_SPLITS[split]
+        revision = None
     else:
         config, split = lang or spec.config, split or spec.split
-        hub_split = split
-    ds = _load_hf(name, spec.repo, config, hub_split, data_dir)
+        if split not in FLEURS_SPLITS:
+            raise SourceError(f"fleurs: no split {split!r}; choose train, validation (dev) or test")
+        split = hub_split = FLEURS_SPLITS[split]
+        revision = PARQUET_EXPORT
+    ds = _load_hf(name, spec.repo, config, hub_split, data_dir, revision)
     if "audio" not in ds.column_names or spec.text not in ds.column_names:
         raise SourceError(f"{name}: the dataset lacks the columns 'audio' and {spec.text!r} (has {', '.join(ds.column_names)})")
     ds = ds.cast_column("audio", datasets.Audio(decode=False))
@@ -382,31 +412,74 @@ def _librisqa(name: str, split: str | None, data_dir, part: int, **_) -> Source:
     return Source(name, split, items, {"metadata": str(local), "audio": str(root), "part": part})
 
 
+# CoVoST 2's English -> X directions, in its own language codes (get_covost_splits.py).
+COVOST_EN_XX = ("de", "ca", "zh-CN", "fa", "et", "mn", "tr", "ar", "sv-SE", "lv", "sl", "ta", "ja", "id", "cy")
+
+
+def _covost_rows(path: Path) -> list[dict]:
+    """Rows of a CoVoST or Common Voice TSV, read as CoVoST's loaders read them: tab-separated,
+    no quoting (sentences hold quotes of their own), backslash escapes."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\"))
+
+
+def _find(root: Path, name: str) -> Path | None:
+    """The first file or folder called `name` under `root`, never looking inside a clips/ folder
+    (Common Voice's holds a million files)."""
+    for folder, dirs, files in os.walk(root):
+        if name in files or name in dirs:
+            return Path(folder) / name
+        dirs[:] = sorted(d for d in dirs if d != "clips")
+    return None
+
+
 def _covost2(name: str, split: str | None, data_dir, tgt_lang: str | None, **_) -> Source:
     tgt, split = tgt_lang or "de", split or "test"
-    tgt = {"zh": "zh-CN"}.get(tgt, tgt)  # CoVoST's own code for Chinese
-    tsv_name = f"covost_v2.en_{tgt}.tsv"
-    need = (f"needs, under --data-dir: the clips/ folder of Common Voice English version 4 "
-            f"(cv-corpus-4-2019-12-10, from https://commonvoice.mozilla.org/datasets) and {tsv_name} "
-            f"(unpacked from https://dl.fbaipublicfiles.com/covost/{tsv_name}.tar.gz)")
+    code = next((c for c in COVOST_EN_XX if c.split("-")[0] == tgt), None)
+    if code is None:
+        raise SourceError(f"--pair en-{tgt}: CoVoST 2 translates English into "
+                          f"{', '.join(c.split('-')[0] for c in COVOST_EN_XX)} only")
+    if split not in ("train", "dev", "test"):
+        raise SourceError(f"covost2: no split {split!r}; choose train, dev or test")
+    tsv_name, split_name = f"covost_v2.en_{code}.tsv", f"covost_v2.en_{code}.{split}.tsv"
+    need = (f"needs, under --data-dir: Common Voice English version 4 (cv-corpus-4-2019-12-10/en, from "
+            f"https://commonvoice.mozilla.org/datasets: its clips/ and validated.tsv) and {tsv_name} (unpacked from "
+            f"https://dl.fbaipublicfiles.com/covost/{tsv_name}.tar.gz), or {split_name} from get_covost_splits.py")
     root = _need_dir(name, data_dir, need)
-    tsv = next(iter(root.rglob(tsv_name)), None)
-    clips = next((p for p in root.rglob("clips") if p.is_dir()), None)
-    if tsv is None or clips is None:
-        raise SourceError(f"covost2: {'no ' + tsv_name if tsv is None else 'no clips/ folder'} under {root}; it {need}")
+    validated = _find(root, "validated.tsv")
+    clips = validated.parent / "clips" if validated else _find(root, "clips")
+    # get_covost_splits.py's output has done the join: path, sentence, translation, client_id.
+    tsv = _find(root, split_name) or _find(root, tsv_name)
+    if tsv is None or clips is None or not clips.is_dir() or (tsv.name == tsv_name and validated is None):
+        missing = (f"no {tsv_name} (nor {split_name})" if tsv is None else "no clips/ folder" if clips is None
+                   or not clips.is_dir() else f"no Common Voice validated.tsv (transcripts and speakers of {tsv.name})")
+        raise SourceError(f"covost2: {missing} under {root}; it {need}")
+    rows = _covost_rows(tsv)
+    if tsv.name == tsv_name:
+        # The release holds only path, translation and split: the transcript and the speaker are
+        # Common Voice's, joined on path; train_covost rows are CoVoST's additions to train.
+        voices = {r["path"]: r for r in _covost_rows(validated)}
+        want = {"train": ("train", "train_covost")}.get(split, (split,))
+        rows = [{**r, "sentence": voices.get(r["path"], {}).get("sentence"),
+                 "client_id": voices.get(r["path"], {}).get("client_id")} for r in rows if r.get("split") in want]
     items = []
-    with open(tsv, encoding="utf-8", newline="") as f:
-        # Common Voice sentences hold quotes of their own: no quoting.
-        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if row.get("split") != split:
-                continue
-            uid = Path(row["path"]).stem
-            record = {"id": uid, "text": row.get("sentence") or "", "translation": row.get("translation") or "",
-                      "src_lang": "en", "tgt_lang": tgt, "speaker": row.get("client_id") or "", "split": split}
-            items.append(Item(uid, record, _file_loader(clips / row["path"])))
+    for n, row in enumerate(rows, 2):  # line numbers: the header is line 1 (of the split file)
+        uid = Path(row["path"]).stem
+        record = {"id": uid, "text": (row.get("sentence") or "").strip(), "translation": row.get("translation") or "",
+                  "src_lang": "en", "tgt_lang": tgt, "speaker": row.get("client_id") or "", "split": split}
+        error = None if record["text"] else (
+            f"{row['path']}: no transcript in {validated}" if tsv.name == tsv_name else f"{tsv}:{n}: empty sentence")
+        items.append(Item(uid, record, None if error else _file_loader(clips / row["path"]), error))
     if not items:
         raise SourceError(f"covost2: {tsv} has no rows of split {split!r} (splits: train, dev, test)")
-    return Source(name, split, items, {"tsv": str(tsv), "clips": str(clips)})
+    if all(it.error for it in items):
+        raise SourceError(f"covost2: none of the {len(items)} {split} clips of {tsv.name} has a transcript in "
+                          f"{validated or tsv} (Common Voice English version 4 is the one CoVoST 2 was made from)")
+    return Source(name, split, items, {"tsv": str(tsv), "clips": str(clips),
+                                       **({"validated": str(validated)} if tsv.name == tsv_name else {})})
+
+
+M4A_TO_FLAC = 'for f in *.m4a; do ffmpeg -loglevel error -i "$f" -ac 1 -ar 16000 "${f%.m4a}.flac"; done'
 
 
 def _europarl_st(name: str, split: str | None, data_dir, tgt_lang: str | None, **_) -> Source:
@@ -416,24 +489,35 @@ def _europarl_st(name: str, split: str | None, data_dir, tgt_lang: str | None, *
     root = _need_dir(name, data_dir, need)
     folder = root / src / tgt / split
     if not (folder / "segments.lst").is_file():
-        raise SourceError(f"europarl-st: {folder}/segments.lst not found; it {need} (with --tgt-lang es, fr, de, it, ...)")
-    segments = (folder / "segments.lst").read_text(encoding="utf-8").splitlines()
-    sources = (folder / f"segments.{src}").read_text(encoding="utf-8").splitlines()
-    targets = (folder / f"segments.{tgt}").read_text(encoding="utf-8").splitlines()
+        raise SourceError(f"europarl-st: {folder}/segments.lst not found; it {need} (with --pair en-es, en-fr, "
+                          f"en-de, en-it, ... and --split train, dev or test)")
+    files = [folder / "segments.lst", folder / f"segments.{src}", folder / f"segments.{tgt}"]
+    try:
+        segments, sources, targets = (f.read_text(encoding="utf-8").splitlines() for f in files)
+    except OSError as e:
+        raise SourceError(f"europarl-st: {e.filename}: {e.strerror}") from None
+    if not len(segments) == len(sources) == len(targets):
+        counts = ", ".join(f"{f} has {len(lines)} lines" for f, lines in zip(files, (segments, sources, targets)))
+        raise SourceError(f"europarl-st: segment files of unequal length, so lines cannot be paired: {counts}")
     audios = root / src / "audios"
-    items, m4a_only = [], []
-    for seg, text, translation in zip(segments, sources, targets):
-        talk, start, end = seg.split()
+    items, m4a_only = [], set()
+    for n, (seg, text, translation) in enumerate(zip(segments, sources, targets), 1):
+        try:
+            talk, start, end = seg.split()
+            span = float(start), float(end)
+        except ValueError:
+            items.append(Item(f"segments.lst:{n}", {"id": f"segments.lst:{n}"}, None,
+                              f"{files[0]}:{n}: expected 'TALK START END', got {seg!r}"))
+            continue
         audio = next((audios / f"{talk}{ext}" for ext in (".flac", ".wav") if (audios / f"{talk}{ext}").is_file()), None)
         if audio is None and (audios / f"{talk}.m4a").is_file():
-            m4a_only.append(talk)
+            m4a_only.add(talk)
         uid = f"{talk}_{start}_{end}"
         record = {"id": uid, "text": text, "translation": translation, "src_lang": src, "tgt_lang": tgt, "split": split}
-        items.append(Item(uid, record, _file_loader(audio or audios / f"{talk}.flac", float(start), float(end))))
+        items.append(Item(uid, record, _file_loader(audio or audios / f"{talk}.flac", *span)))
     if m4a_only:
-        raise SourceError(
-            f"europarl-st: {len(m4a_only)} talks in {audios} are m4a only, which soundfile cannot decode; convert them "
-            f"once: cd {audios} && for f in *.m4a; do ffmpeg -loglevel error -i \"$f\" -ac 1 \"${{f%.m4a}}.flac\"; done")
+        raise SourceError(f"europarl-st: {len(m4a_only)} talks in {audios} are m4a only (as the release ships them), "
+                          f"which soundfile cannot decode; convert them once: cd {audios} && {M4A_TO_FLAC}")
     return Source(name, split, items, {"release": str(root)})
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,22 +29,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from smap.fileio import atomic_write, atomic_write_text
+
 STORE_FILE = "store.json"
 FORMAT_VERSION = 1
 
 
 class StoreError(RuntimeError):
     """A store that is missing, corrupt or inconsistent; the message names the file."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: never half-written."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def sha256_file(path: Path) -> str:
@@ -153,11 +144,9 @@ class StoreWriter:
         while (self.root / f"{self.prefix}-{n:05d}.safetensors").exists():
             n += 1
         name = f"{self.prefix}-{n:05d}.safetensors"
-        tmp = self.root / f".{name}.tmp{os.getpid()}"
-        save_file(self._tensors, str(tmp), metadata={"records": json.dumps(self._records)})
-        digest = sha256_file(tmp)
-        os.replace(tmp, self.root / name)
-        self.info.shards.append({"file": name, "sha256": digest, "count": len(self._records)})
+        atomic_write(self.root / name, lambda tmp: save_file(self._tensors, str(tmp),
+                                                             metadata={"records": json.dumps(self._records)}))
+        self.info.shards.append({"file": name, "sha256": sha256_file(self.root / name), "count": len(self._records)})
         self.done.update(r["id"] for r in self._records)
         self._records, self._tensors = [], {}
         self._flush_index()

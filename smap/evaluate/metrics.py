@@ -1,6 +1,6 @@
 """Scores of system outputs against references, each a corpus-level percentage (0-100).
 
-- ASR: `wer` (jiwer) after `smap.text.normalize` on both sides, as the paper scores it.
+- ASR: `wer` (jiwer, from `smap.text`) after `smap.text.normalize` on both sides, as the paper scores it.
 - ST: `bleu` and `chrf` (sacrebleu, corpus level), `comet` (wmt22-comet-da x 100 through the
   optional unbabel-comet), and `adherence`: the share of outputs identified as the requested
   language, and the share identified as English (the zero-shot failure mode).
@@ -20,33 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from smap.text import normalize
-
-
-class MetricError(ValueError):
-    """Inputs a metric cannot score, or a metric model that cannot be loaded."""
-
-
-def _check(*lists: Sequence) -> int:
-    n = len(lists[0])
-    if any(len(x) != n for x in lists):
-        raise MetricError(f"lists of different lengths: {[len(x) for x in lists]}")
-    if n == 0:
-        raise MetricError("nothing to score")
-    return n
-
-
-# --- ASR ----------------------------------------------------------------------------------
-
-def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """Corpus WER in percent: (substitutions + deletions + insertions) / reference words."""
-    _check(refs, hyps)
-    import jiwer
-
-    refs_n, hyps_n = [normalize(r) for r in refs], [normalize(h) for h in hyps]
-    if not any(refs_n):
-        raise MetricError("every reference is empty after normalisation; WER is undefined")
-    return 100.0 * jiwer.process_words(refs_n, hyps_n).wer
+# `wer` and MetricError live in `smap.text`, as training validates with WER; imported for `metrics.wer`.
+from smap.text import MetricError, normalize, wer  # noqa: F401
+from smap.prompts import choice_label, labels_only
+from smap.text import check_parallel as _check
 
 
 # --- ST -----------------------------------------------------------------------------------
@@ -231,10 +208,6 @@ def judged_accuracy(questions: Sequence[str], refs: Sequence[str], hyps: Sequenc
     return JudgedAccuracy(sum(per_judge.values()) / len(per_judge), per_judge, unparsed)
 
 
-def choice_label(i: int) -> str:
-    return chr(ord("A") + i)
-
-
 # Labels are capitals followed by ".", ")", ":" or nothing, so that the article in "A dog" is no label.
 _LABEL_ALONE = re.compile(r"^\W*\(?([A-Z])(?:[.):]|$)")
 _LABEL_SAID = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?:?\s*\(?([A-Z])(?:[.):]|$|\s)")
@@ -275,11 +248,6 @@ def options_in(question: str) -> list[str]:
         if len(found) >= 2 and [label for label, _ in found] == [choice_label(i) for i in range(len(found))]:
             return [text.strip() for _, text in found]
     return []
-
-
-def labels_only(choices: Sequence[str]) -> bool:
-    """Choices given as bare labels ("A", "B", ...), their texts being in the question."""
-    return bool(choices) and all(len(c.strip()) == 1 and c.strip().isalpha() for c in choices)
 
 
 def options_of(question: str, choices: Sequence[str] | None) -> list[str]:

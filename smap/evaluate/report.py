@@ -7,12 +7,11 @@ the screen. Every file is written to a temporary name and renamed: complete or a
 from __future__ import annotations
 
 import json
-import os
 from math import nan
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from smap.data.store import atomic_write_text
+from smap.fileio import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -24,10 +23,13 @@ if TYPE_CHECKING:
 LABELS = {
     "wer": "WER", "comet": "COMET", "bleu": "BLEU", "chrf": "chrF", "lang_target": "in target lang %",
     "lang_en": "in English %", "judged": "judged acc.", "exact_choice": "exact choice", "exact_match": "exact match",
-    "answer_in_output": "answer in output", "topline_answered": "acc. where topline right",
+    "answer_in_output": "answer in output (all)", "topline_answered": "acc. where topline right",
 }
 LOWER_IS_BETTER = {"wer"}
 PAPER_ROW = "SpeechMapper (paper)"
+# Shown beside a split's main metric in the paper-style table: the accuracy on the questions the
+# topline answers is read against the accuracy on all of them.
+BESIDE = {"topline_answered": "answer_in_output"}
 
 
 def label(key: str) -> str:
@@ -43,11 +45,41 @@ def headline(split: Split, results: Results) -> str | None:
 
 
 def _columns(results: Results) -> list[tuple[Split, str]]:
+    """(split, metric) per column of the paper-style table: each split's main metric, and the one
+    shown beside it (`BESIDE`) where that was scored."""
     seen: list[Split] = []
     for e in results.entries:
         if e.split not in seen:
             seen.append(e.split)
-    return [(s, m) for s in seen if (m := headline(s, results))]
+    cols = []
+    for s in seen:
+        if m := headline(s, results):
+            scored = any(BESIDE.get(m) in e.scores for e in results.entries if e.split == s)
+            cols += [(s, m)] + ([(s, BESIDE[m])] if scored else [])
+    return cols
+
+
+def additions(described: dict) -> list[str]:
+    """smap's additions to the paper's prompt and decoding that a system ran with, from its
+    `describe()`: the quoted layout, the ASR output cap, the first-line cut of ASR outputs. None
+    for a system without the LLM's prompt (nearest tokens, the SFM). Reports from before the
+    first-line cut could be switched off always cut."""
+    if "layout" not in described:
+        return []
+    decoding = described.get("inference", {}).get("decoding", {})
+    found = ["+quoted"] if described["layout"] == "quoted" else []
+    if decoding.get("asr_slack") is not None:
+        found.append(f"asr cap {decoding['asr_slack']}")
+    if decoding.get("first_line", True):
+        found.append("first-line cut")
+    return found
+
+
+def row_label(results: Results, system: str) -> str:
+    """A system's row in the paper-style table: its name, and smap's additions it ran with
+    (`additions`), e.g. "smap (+quoted, asr cap 1, first-line cut)"."""
+    found = additions(results.meta.get("systems", {}).get(system, {}))
+    return f"{system} ({', '.join(found)})" if found else system
 
 
 def _systems(results: Results) -> list[str]:
@@ -63,7 +95,7 @@ def main_table(results: Results) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the paper-style table: systems x splits, each split's main metric."""
     cols = _columns(results)
     header = ["system"] + [f"{s.key} {label(m)}{'↓' if m in LOWER_IS_BETTER else ''}" for s, m in cols]
-    rows = [[name] + [_cell(results, s, name, m) for s, m in cols] for name in _systems(results)]
+    rows = [[row_label(results, name)] + [_cell(results, s, name, m) for s, m in cols] for name in _systems(results)]
     if any(m in s.paper for s, m in cols):
         rows.append([PAPER_ROW] + [f"{s.paper[m]:.1f}" if m in s.paper else "-" for s, m in cols])
     return header, rows
@@ -140,7 +172,7 @@ def chart(results: Results, path: Path) -> None:
             # NaN draws no bar: a system not scored on a split must not look like a WER of 0.
             values = [next((e.scores.get(m, nan) for e in results.entries if e.split == s and e.system == name), nan)
                       for s, m in here]
-            bars = ax.bar([i + k * width for i in range(len(here))], values, width, label=name)
+            bars = ax.bar([i + k * width for i in range(len(here))], values, width, label=row_label(results, name))
             ax.bar_label(bars, fmt="%.1f", fontsize=7)
         ax.set_xlim(-0.6 * width - 0.1, len(here) - 1 + width * (len(systems) - 0.4) + 0.1)  # room for unscored bars
         ax.set_xticks([i + width * (len(systems) - 1) / 2 for i in range(len(here))])
@@ -149,10 +181,8 @@ def chart(results: Results, path: Path) -> None:
         ax.set_title(suite)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def outputs_path(out: str | Path, split: Split, system: str) -> Path:

@@ -23,8 +23,9 @@ from rich.console import Console
 
 from smap.data.store import STORE_FILE, FeatureStore, sha256_file
 from smap.evaluate import metrics, report
-from smap.evaluate.suites import Split, question_text
+from smap.evaluate.suites import Split
 from smap.progress import Advance, progress
+from smap.prompts import question_text
 
 
 class System(Protocol):
@@ -36,11 +37,12 @@ class System(Protocol):
     def outputs(self, split: Split, store: FeatureStore, limit: int | None,
                 advance: Advance) -> list[str]:
         """One output text for each of the first `limit` records of `store` (all if None), in
-        order, for `split.task` (and its `tgt_lang`; SQA questions: `suites.question_text`).
+        order, for `split.task` (and its `tgt_lang`; SQA questions: `smap.prompts.question_text`).
         `advance(n)`: n more records worked on; a system with a `passes` attribute (a cascade: 2)
         works on each record that many times. A system with a `seconds` mapping (split key ->
         seconds) reports those for a split instead of the time this call took (saved outputs:
-        their decoding's)."""
+        their decoding's); one with a `tasks` tuple runs only on splits of those tasks (the SFM's
+        own ST: "st")."""
 
 
 @dataclass
@@ -160,8 +162,9 @@ TOPLINE_ANSWERED = "topline_answered"
 def score_on_topline_answered(split: Split, records: list[dict], said: dict[str, list[str]],
                               entries: list[Entry]) -> None:
     """Accuracy (answer in output) on the questions the text topline answers right, for every
-    system: how much of what the LLM knows survives the speech input. Needs the topline's
-    outputs on this split; without them the metric is left out, with a note."""
+    system: how much of what the LLM knows survives the speech input (the tables show it beside
+    the accuracy on all questions, `answer_in_output`). Needs the topline's outputs on this
+    split; without them the metric is left out, with a note."""
     answers = [str(r["answer"]) for r in records]
     if TOPLINE not in said:
         for e in entries:
@@ -244,6 +247,8 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
                            "of": len(store), "store_sha256": sha256_file(store.root / STORE_FILE)}
         said: dict[str, list[str]] = {}
         for system in systems:
+            if split.task not in getattr(system, "tasks", (split.task,)):
+                continue
             t0 = time.perf_counter()
             try:
                 work = len(records) * getattr(system, "passes", 1)

@@ -9,6 +9,10 @@ Layout under ``--data-root`` (one feature store per split, as `smap prepare` wri
 A store folder may be a symlink to a store prepared elsewhere. Its features must come from the
 encoder the evaluated model was trained on.
 
+Your own data: ``--suite`` also takes the path of a store folder (``smap prepare --dataset
+my.jsonl --out data/mine/test``), read where it is, whatever ``--data-root``. It is keyed by its
+last two path parts (``mine/test``) and its task follows its records' fields (`own_split`).
+
 Fields each task reads from a store's records: ``text`` (transcript: the ASR reference, the ST
 source for COMET, the passage the `transcript` system reads); ``translation`` (ST reference);
 ``question`` and ``answer`` (SQA; a multiple-choice set's options in ``choices`` or written into
@@ -18,11 +22,10 @@ the speech is the question and ``text`` its transcript.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from smap.data.store import STORE_FILE
-from smap.evaluate.metrics import choice_label, labels_only
+from smap.data.store import STORE_FILE, FeatureStore, StoreError
 from smap.prompts import SPOKEN_QUESTION
 
 # Metric names, in the order a split prefers them for its headline figure. `comet` and
@@ -43,6 +46,7 @@ class Split:
     paper: dict[str, float] = field(default_factory=dict)  # SpeechMapper's figures in the paper
     get: str = ""  # what to fetch by hand, if anything, before `smap prepare`
     prepare: str = ""  # `smap prepare --dataset` and its arguments, before --encoder and --out
+    path: str | None = None  # a store given by its folder (your own data): read there, not under --data-root
 
     @property
     def key(self) -> str:
@@ -58,7 +62,7 @@ class Split:
         return ("text",)
 
     def store_dir(self, data_root: str | Path) -> Path:
-        return Path(data_root) / self.suite / self.name
+        return Path(self.path) if self.path else Path(data_root) / self.suite / self.name
 
     def missing(self, data_root: str | Path, encoder: str | None = None) -> str | None:
         """None if the store is there, else one line: what is missing and how to make it."""
@@ -94,7 +98,7 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("covost2", "CoVoST 2", tuple(
         Split("covost2", f"en-{tgt}", "st", _ST, tgt_lang=tgt, paper=paper, get=_COVOST.format(tgt=tgt),
               prepare=f"covost2 --data-dir DIR --pair en-{tgt} --split test")
-        for tgt, paper in (("de", {"comet": 77.0}), ("zh", {"comet": 79.9}), ("it", {}))
+        for tgt, paper in (("de", {"comet": 77.0}), ("zh", {"comet": 79.9}))
     )),
     Suite("librisqa", "LibriSQA", (
         Split("librisqa", "part1", "sqa", ("judged",), paper={"judged": 83.2}, get=_LIBRISPEECH,
@@ -129,32 +133,77 @@ class SuiteError(ValueError):
     """An unknown suite or split name."""
 
 
+# What your own store is scored on, by task: the metrics of the built-in splits of that task.
+_SQA = ("judged", "exact_match")  # as spokensquad/test
+_SQA_CHOICE = ("exact_choice",)  # as librisqa/part2
+_SPOKEN_QUESTION = next(s.metrics for s in SUITES["tts"].splits if s.prompt)  # as tts/test-qa
+
+
+def own_split(folder: str | Path) -> Split:
+    """A split for the store in `folder`, its task chosen by the fields every record has:
+    ``translation`` (and one ``tgt_lang``) -> ST; ``question`` and ``answer`` -> SQA (exact
+    choice when records have ``choices``); ``answer`` alone -> a spoken question, as tts/test-qa;
+    else ASR. Keyed by the folder's last two path parts; a built-in split of that key (a store
+    of the standard layout given by its path) keeps its own task, metrics and paper figures."""
+    folder = Path(folder).expanduser()
+    try:
+        store = FeatureStore(folder)
+    except (StoreError, OSError, ValueError) as e:  # a damaged store: named, in one line
+        raise SuiteError(f"--suite {folder}: {str(e).splitlines()[0]}") from None
+    if not store.records:
+        raise SuiteError(f"--suite {folder}: the store holds no utterances")
+    full = folder.resolve()
+    suite, name = full.parent.name or "own", full.name
+    builtin = next((s for s in SUITES[suite].splits if s.name == name), None) if suite in SUITES else None
+    if builtin:
+        return replace(builtin, path=str(folder))
+    common = set.intersection(*({k for k, v in r.items() if v not in (None, "", [])} for r in store.records))
+    meta = store.info.meta
+    prepare = meta.get("source", "YOUR_MANIFEST") + (f" --split {meta['split']}" if meta.get("split") not in (None, "all") else "")
+    own = dict(suite=suite, name=name, prepare=prepare, path=str(folder))
+    if "translation" in common:
+        langs = sorted({r.get("tgt_lang") for r in store.records} - {None, ""})
+        if len(langs) != 1:
+            raise SuiteError(f"--suite {folder}: an ST store needs one tgt_lang in its records, found "
+                             f"{', '.join(langs) or 'none'}; prepare one store per target language, each row with tgt_lang")
+        return Split(task="st", metrics=_ST, tgt_lang=langs[0], **own)
+    if {"question", "answer"} <= common:
+        return Split(task="sqa", metrics=_SQA_CHOICE if "choices" in common else _SQA, **own)
+    if "answer" in common:
+        return Split(task="sqa", metrics=_SPOKEN_QUESTION, prompt=SPOKEN_QUESTION, **own)
+    return Split(task="asr", metrics=("wer",), **own)
+
+
 def select(spec: str) -> list[Split]:
-    """Splits named by a comma list of suites ("europarl,covost2") or splits ("europarl/en-fr")."""
+    """Splits named by a comma list of suites ("europarl,covost2"), splits ("europarl/en-fr") or
+    store folders ("data/mine/test", see `own_split`)."""
     chosen: list[Split] = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             continue
         name, _, split = item.partition("/")
-        if name not in SUITES:
-            raise SuiteError(f"--suite: unknown suite {name!r}; choose from {', '.join(SUITES)}")
-        splits = SUITES[name].splits
+        splits = SUITES[name].splits if name in SUITES else ()
         if split:
             splits = tuple(s for s in splits if s.name == split)
-            if not splits:
+        if not splits:
+            if (Path(item).expanduser() / STORE_FILE).is_file():
+                splits = (own_split(item),)
+            elif name in SUITES:
                 names = ", ".join(s.name for s in SUITES[name].splits)
                 raise SuiteError(f"--suite: {name} has no split {split!r}; it has {names}")
-        chosen += [s for s in splits if s not in chosen]
+            elif Path(item).expanduser().exists() or item.count("/") > 1 or item.startswith((".", "/", "~")):
+                raise SuiteError(f"--suite {item}: no {STORE_FILE} there, so not a feature store (make one with "
+                                 f"`smap prepare --out {item}`), and not a suite ({', '.join(SUITES)})")
+            else:
+                raise SuiteError(f"--suite: unknown suite {name!r}; choose from {', '.join(SUITES)}, or give a "
+                                 f"feature store folder (one with {STORE_FILE}, from `smap prepare`)")
+        for s in splits:
+            twin = next((c for c in chosen if c.key == s.key), None)
+            if twin is None:
+                chosen.append(s)
+            elif twin != s:
+                raise SuiteError(f"--suite: {twin.path or twin.key} and {s.path or s.key} would both be reported as "
+                                 f"{s.key}; give one of them another folder name")
     if not chosen:
         raise SuiteError("--suite: no suite given")
     return chosen
-
-
-def question_text(record: dict) -> str:
-    """The question as a system is asked it: multiple-choice options listed with their labels.
-    A spoken question (no ``question`` field) is its transcript."""
-    choices = record.get("choices")
-    if not choices or labels_only(choices):  # no options, or their texts are in the question
-        return record.get("question") or record["text"]
-    options = "\n".join(f"{choice_label(i)}. {c}" for i, c in enumerate(choices))
-    return f"{record['question']}\n{options}\nAnswer with the letter of the right option."

@@ -7,10 +7,13 @@
 - ``nearest``: each speech model's vectors read without the LLM, every vector decoded to its
   cosine-nearest token embedding (`smap.generate.nearest_store`): what Stage 1 alone transcribes,
   whatever the split asks, so the table shows how much of it the LLM then reads;
-- ``cascade``: the same, with an ASR system's transcript instead. The ASR (``--asr``) is either
-  a smap model folder doing ASR on the same features, or a CTranslate2 Whisper (the embedded
-  ``whisper-tiny.en``, ``ct2:DIR``) decoding its own encoder's features: the same split under
-  ``--asr-data-root`` if given, else the split's store (see `WhisperTranscriber`).
+- ``cascade``: the same, with an ASR system's transcript instead. The ASR (``--asr``) is a smap
+  model folder doing ASR on the same features, a CTranslate2 Whisper (the embedded
+  ``whisper-tiny.en``, ``ct2:DIR``) or a SeamlessM4T-v2 checkpoint (the paper's SFM, its own
+  ASR), each of the last two decoding its own encoder's features: the same split under
+  ``--asr-data-root`` if given, else the split's store (`WhisperTranscriber`, `SeamlessTranscriber`);
+- ``sfm-st``: the SeamlessM4T-v2 of ``--asr`` translating the speech itself into the split's
+  target language (the paper's SFM ST baseline), on ST splits only.
 
 `--rescore` replaces them all by what they said in an earlier evaluation (`SavedSystem`), and
 judges for SQA are text LLMs answering `metrics.judge_prompt` in one chat turn.
@@ -29,7 +32,7 @@ from smap.evaluate.suites import Split
 from smap.progress import Advance, silent
 from smap.speech_llm import Decoding
 
-SYSTEMS = ("smap", "nearest", "transcript", "cascade")
+SYSTEMS = ("smap", "nearest", "transcript", "cascade", "sfm-st")
 
 
 class SystemSpecError(ValueError):
@@ -153,7 +156,7 @@ def saved(folder: str | Path, names: list[str] = ()) -> list[SavedSystem]:
     names = list(dict.fromkeys(names)) or list(described)
     unknown = [n for n in names if n not in described]
     if unknown:
-        raise SystemSpecError(f"--system: {', '.join(unknown)} not in {path} (it has {', '.join(described)})")
+        raise SystemSpecError(f"--systems: {', '.join(unknown)} not in {path} (it has {', '.join(described)})")
     stores = {key: d.get("store_sha256") for key, d in data.items()}
     return [SavedSystem(n, folder, described[n],
                         {f"{e['suite']}/{e['split']}": e["seconds"] for e in entries if e["system"] == n}, stores)
@@ -221,23 +224,6 @@ class WhisperTranscriber:
         self.data_root = Path(data_root) if data_root else None
         self.decoding = decoding  # its beams and n-gram ban; the length cap is Whisper's own
 
-    def _source(self, split: Split, store: FeatureStore) -> FeatureStore:
-        """The store holding this Whisper's features for the split."""
-        from smap.encoders import parse_spec
-
-        if self.data_root is None:
-            if parse_spec(store.encoder)[0] == self.base:
-                return store
-            raise ValueError(f"{store.root} holds {store.encoder} features, not {self.base}'s; give --asr-data-root "
-                             f"with this split prepared by --encoder {self.base} --window")
-        missing = split.missing(self.data_root, f"{self.base} --window")
-        if missing:
-            raise ValueError(f"--asr-data-root: {missing}")
-        source = FeatureStore(split.store_dir(self.data_root))
-        if parse_spec(source.encoder)[0] != self.base:
-            raise ValueError(f"{source.root} holds {source.encoder} features; --asr {self.base} decodes only its own")
-        return source
-
     def __call__(self, split: Split, store: FeatureStore, limit: int | None, advance: Advance = silent) -> list[str]:
         import ctranslate2
         import torch
@@ -245,12 +231,7 @@ class WhisperTranscriber:
         from smap.encoders import parse_spec
         from smap.encoders.whisper import FRAME_RATE, WINDOW_SECONDS
 
-        source = self._source(split, store)
-        where = {r["id"]: i for i, r in enumerate(source.records)}
-        ids = [r["id"] for r in store.records[:limit]]
-        lacking = [i for i in ids if i not in where]
-        if lacking:
-            raise ValueError(f"{source.root} lacks utterance {lacking[0]!r} (and {len(lacking) - 1} more) of {store.root}")
+        source, where, ids = _own_features(self.base, split, store, limit, self.data_root, f"{self.base} --window")
         window = int(WINDOW_SECONDS * FRAME_RATE) if parse_spec(source.encoder)[1].get("window") in ("1", "true") else 0
         texts = []
         # One utterance at a time: CTranslate2 takes no mask over padded encoder frames.
@@ -268,12 +249,140 @@ class WhisperTranscriber:
         return texts
 
 
+def _own_features(base: str, split: Split, store: FeatureStore, limit: int | None, data_root: Path | None,
+                  encoder: str) -> tuple[FeatureStore, dict[str, int], list[str]]:
+    """For an ASR model that decodes its own encoder's features (`base`): the store holding them
+    for the split (under `data_root` if given, else the split's own), where each utterance is in
+    it, and the ids of the split's first `limit` records. `encoder`: the `smap prepare --encoder`
+    that makes such a store."""
+    from smap.encoders import parse_spec
+
+    if data_root is None:
+        if parse_spec(store.encoder)[0] != base:
+            raise ValueError(f"{store.root} holds {store.encoder} features, not {base}'s; give --asr-data-root "
+                             f"with this split prepared by --encoder {encoder}")
+        source = store
+    else:
+        missing = split.missing(data_root, encoder)
+        if missing:
+            raise ValueError(f"--asr-data-root: {missing}")
+        source = FeatureStore(split.store_dir(data_root))
+        if parse_spec(source.encoder)[0] != base:
+            raise ValueError(f"{source.root} holds {source.encoder} features; --asr {base} decodes only its own")
+    where = {r["id"]: i for i, r in enumerate(source.records)}
+    ids = [r["id"] for r in store.records[:limit]]
+    lacking = [i for i in ids if i not in where]
+    if lacking:
+        raise ValueError(f"{source.root} lacks utterance {lacking[0]!r} (and {len(lacking) - 1} more) of {store.root}")
+    return source, where, ids
+
+
+# SeamlessM4T-v2's text languages are ISO 639-3 codes; the suites' targets are ISO 639-1.
+SFM_LANGUAGES = {"en": "eng", "de": "deu", "fr": "fra", "es": "spa", "it": "ita", "zh": "cmn"}
+
+
+def seamless_spec(spec: str) -> bool:
+    """Whether `--asr SPEC` names a transformers SeamlessM4T-v2 checkpoint (its config read, the
+    weights not loaded). A hub id not in the cache is fetched."""
+    from transformers import AutoConfig
+
+    from smap.encoders import EMBEDDED_ENCODER, _guess_kind, parse_spec
+    from smap.encoders.hf import model_folder
+
+    base = parse_spec(spec)[0]
+    if base == EMBEDDED_ENCODER or base.startswith("ct2:"):
+        return False
+    target = base.removeprefix("hf:")
+    if not base.startswith("hf:") and _guess_kind(target) != "hf":
+        return False
+    return AutoConfig.from_pretrained(model_folder(target)).model_type == "seamless_m4t_v2"
+
+
+class SeamlessTranscriber:
+    """SeamlessM4T-v2's own text decoder (`SeamlessM4Tv2ForSpeechToText`) on stored features of
+    its speech encoder: ASR (``tgt_lang="eng"``) for the paper's cascade, or speech translation
+    into a split's target (`SfmSystem`).
+
+    Stores for the paper's mapper hold exactly what this decoder reads, the speech encoder's
+    output after its length adaptor, so nothing is encoded again: the features come from the
+    split's own store when its encoder is this checkpoint's (at the default layer), else from
+    the same split under `data_root`, matched by utterance id. One utterance at a time: the model
+    takes its encoder mask at the filterbank rate, which stored features no longer have.
+    """
+
+    def __init__(self, spec: str, data_root: str | Path | None = None, decoding: Decoding = Decoding(),
+                 device: str | None = None):
+        from transformers import AutoTokenizer, SeamlessM4Tv2ForSpeechToText
+
+        from smap.encoders import parse_spec, resolve_device
+        from smap.encoders.hf import model_folder
+
+        base, options = parse_spec(spec)
+        if options:
+            raise SystemSpecError(f"--asr {spec}: a SeamlessM4T-v2 decodes its final encoder output; drop ?"
+                                  + "&".join(f"{k}={v}" for k, v in options.items()))
+        target = base.removeprefix("hf:")
+        folder = model_folder(target)
+        self.base = f"hf:{target}"  # the encoder name `smap prepare --encoder` gives its stores
+        self.device = resolve_device(device)
+        self.model = SeamlessM4Tv2ForSpeechToText.from_pretrained(folder).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.data_root = Path(data_root) if data_root else None
+        self.decoding = decoding  # its beams, length and n-gram ban; no ASR cap or first-line cut
+
+    def __call__(self, split: Split, store: FeatureStore, limit: int | None, advance: Advance = silent,
+                 tgt_lang: str = "en") -> list[str]:
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        from smap.encoders import parse_spec
+
+        if tgt_lang not in SFM_LANGUAGES:
+            raise ValueError(f"{split.key}: target language {tgt_lang!r} is none the SFM is asked here "
+                             f"({', '.join(SFM_LANGUAGES)})")
+        source, where, ids = _own_features(self.base, split, store, limit, self.data_root, self.base)
+        if parse_spec(source.encoder)[1]:
+            raise ValueError(f"{source.root} holds {source.encoder} features, not the final encoder output that "
+                             f"{self.base}'s text decoder reads; prepare the split with --encoder {self.base}")
+        texts = []
+        for uid in ids:
+            feats = source.features(where[uid]).to(self.device, self.model.dtype)[None]  # (1, frames, dim)
+            with torch.inference_mode():
+                # inputs=None: transformers' SeamlessM4T-v2 generate asks for its input features by name
+                tokens = self.model.generate(inputs=None, encoder_outputs=BaseModelOutput(last_hidden_state=feats),
+                                             tgt_lang=SFM_LANGUAGES[tgt_lang], num_beams=self.decoding.num_beams,
+                                             max_new_tokens=self.decoding.max_new_tokens,
+                                             no_repeat_ngram_size=self.decoding.no_repeat_ngram)
+            texts.append(self.tokenizer.decode(tokens[0], skip_special_tokens=True).strip())
+            advance(1)
+        return texts
+
+
+class SfmSystem:
+    """The SFM's own speech translation into the split's target language: the paper's ST baseline."""
+
+    passes = 1
+    tasks = ("st",)  # the loop runs it on ST splits only (`run.System`)
+
+    def __init__(self, sfm: SeamlessTranscriber, spec: str, name: str = "sfm-st"):
+        self.sfm, self.spec, self.name = sfm, spec, name
+
+    def describe(self) -> dict:
+        d = self.sfm.decoding
+        return {"sfm": self.spec, "input": "the speech features, translated by the SFM's own text decoder",
+                "decoding": {"num_beams": d.num_beams, "max_new_tokens": d.max_new_tokens,
+                             "no_repeat_ngram": d.no_repeat_ngram}}
+
+    def outputs(self, split: Split, store: FeatureStore, limit: int | None, advance: Advance = silent) -> list[str]:
+        return self.sfm(split, store, limit, advance, tgt_lang=split.tgt_lang)
+
+
 ASR_PASS = Split("asr", "asr", "asr", ("wer",))  # what a cascade's first stage is asked, whatever the split
 
 
 def transcriber(spec: str, inference: Inference, data_root: str | Path | None = None) -> Transcriber:
-    """`--asr SPEC`: a smap model folder doing ASR on the split's features, or a CTranslate2
-    Whisper on its own features (the split's, or those under `data_root`)."""
+    """`--asr SPEC`: a smap model folder doing ASR on the split's features, or a SeamlessM4T-v2
+    or CTranslate2 Whisper on its own features (the split's, or those under `data_root`)."""
     from smap.speech_llm import MODEL_FILE
 
     if (Path(spec).expanduser() / MODEL_FILE).is_file():
@@ -281,6 +390,8 @@ def transcriber(spec: str, inference: Inference, data_root: str | Path | None = 
 
         asr = SpeechSystem(load_model(model=spec), {"model": spec}, inference, name="asr")
         return lambda split, store, limit, advance=silent: asr.outputs(ASR_PASS, store, limit, advance)
+    if seamless_spec(spec):
+        return SeamlessTranscriber(spec, data_root, inference.decoding)
     return WhisperTranscriber(spec, data_root, inference.decoding)
 
 
@@ -313,31 +424,39 @@ def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm
     names = list(dict.fromkeys(names))
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown or not names:
-        raise SystemSpecError(f"--system: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(SYSTEMS)}")
+        raise SystemSpecError(f"--systems: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(SYSTEMS)}")
     specs = speech_specs(list(models), list(mappers))
     for name in ("smap", "nearest"):
         if name in names and not specs:
-            raise SystemSpecError(f"--system {name} needs --model DIR (from `smap attach`) or --mapper DIR (Stage 1)")
+            raise SystemSpecError(f"--systems {name} needs --model DIR (from `smap attach`) or --mapper DIR (Stage 1)")
     if "cascade" in names and not asr:
-        raise SystemSpecError("--system cascade needs --asr SPEC (a smap model folder, whisper-tiny.en or ct2:DIR)")
+        raise SystemSpecError("--systems cascade needs --asr SPEC (a smap model folder, a SeamlessM4T-v2 checkpoint, "
+                              "whisper-tiny.en or ct2:DIR)")
+    if "sfm-st" in names and not (asr and seamless_spec(asr)):
+        raise SystemSpecError(f"--systems sfm-st needs --asr a SeamlessM4T-v2 checkpoint (the SFM), not {asr or 'none'}")
     from smap.generate import load_model, load_text_lm
 
     zero_shot = {"llm": llm, "token_mix": token_mix, "system": mapper_system}
     speech = [SpeechSystem(load_model(**{kind: path}, **(zero_shot if kind == "mapper" else {})), {kind: path}, inference, name)
               for name, kind, path in specs]
+    # one ASR model for the cascade and the SFM's own ST
+    transcribe = transcriber(asr, inference, asr_data_root) if {"cascade", "sfm-st"} & set(names) else None
     systems: list = []
     for name in names:
         if name in ("smap", "nearest"):
             systems += speech if name == "smap" else [NearestSystem(s) for s in speech]
+            continue
+        if name == "sfm-st":
+            systems.append(SfmSystem(transcribe, asr))
             continue
         if speech:
             lm, llm_spec = speech[0].model.lm, speech[0].model.settings.llm
         elif llm:
             lm, llm_spec = load_text_lm(llm), llm
         else:
-            raise SystemSpecError(f"--system {name} needs an LLM: --llm SPEC, or --model / --mapper")
-        transcribe = transcriber(asr, inference, asr_data_root) if name == "cascade" else None
-        systems.append(TextSystem(name, lm, llm_spec, inference, transcribe, asr if name == "cascade" else None))
+            raise SystemSpecError(f"--systems {name} needs an LLM: --llm SPEC, or --model / --mapper")
+        cascade = name == "cascade"
+        systems.append(TextSystem(name, lm, llm_spec, inference, transcribe if cascade else None, asr if cascade else None))
     return systems
 
 
@@ -360,6 +479,20 @@ def llm_judge(spec: str, batch_size: int = 16):
     return judge
 
 
-def judges(specs: list[str], batch_size: int = 16) -> dict:
-    """Judges by spec, each loaded once (the paper averaged four)."""
+def _same_model(a: str, b: str) -> bool:
+    """Whether two LLM specs name the same model: equal, or paths to the same file or folder."""
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
+
+
+def judges(specs: list[str], batch_size: int = 16, tested=()) -> dict:
+    """Judges by spec, each loaded once (the paper averaged four). A judge must not be the LLM of
+    a system under test (`tested`: systems with `describe()`), which would grade its own answers:
+    refused before any is loaded."""
+    llms = {s.name: s.describe().get("llm") for s in tested}
+    for spec in specs:
+        mine = next((name for name, llm in llms.items() if llm and _same_model(spec, llm)), None)
+        if mine:
+            raise SystemSpecError(f"--judge {spec}: the LLM of system {mine!r}, which is under test; "
+                                  "judge with other LLMs")
     return {spec: llm_judge(spec, batch_size) for spec in dict.fromkeys(specs)}

@@ -1,0 +1,52 @@
+"""The command line as a whole: every command's help, its panels, and one meaning per option name."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from smap.cli import app
+
+runner = CliRunner()
+COMMANDS = ("prepare", "pretrain", "attach", "infer", "evaluate")
+
+
+def options(command: str) -> dict[str, object]:
+    """--name -> the click parameter, for one command."""
+    params = typer.main.get_command(app).commands[command].params
+    return {opt: p for p in params for opt in [*p.opts, *p.secondary_opts] if opt.startswith("--")}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_renders_with_a_config_option_and_panels(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "--config" in result.output
+    panels = re.findall(r"╭─ (.+?) ─", result.output)
+    assert "Options" in panels and len(panels) >= 3, panels
+    # Help texts say what an option does; results belong in the README.
+    assert "README" not in result.output
+
+
+def test_the_training_loop_options_mean_the_same_in_pretrain_and_attach():
+    pretrain, attach = options("pretrain"), options("attach")
+    for name in ("--steps", "--lr", "--warmup", "--weight-decay", "--grad-accum", "--clip", "--mixed-precision", "--seed",
+                 "--save-every", "--eval-every", "--eval-at-start", "--keep", "--resume", "--time-budget", "--workers",
+                 "--max-frames"):
+        assert pretrain[name].rich_help_panel == attach[name].rich_help_panel == "Training loop", name
+        if name not in ("--steps", "--warmup"):  # each states the paper's value beside its own
+            assert pretrain[name].help == attach[name].help, name
+
+
+def test_evaluate_takes_systems_and_system_is_a_system_message_everywhere(tmp_path):
+    assert "--systems" in options("evaluate") and "--system" not in options("evaluate")
+    for command in ("attach", "infer"):
+        assert "system message" in options(command)["--system"].help.lower()
+    old = runner.invoke(app, ["evaluate", "--suite", "tts", "--system", "smap", "--out", str(tmp_path / "o")])
+    assert old.exit_code == 2 and "--system" in old.output
+    new = runner.invoke(app, ["evaluate", "--suite", "tts", "--systems", "smap", "--out", str(tmp_path / "o")],
+                        terminal_width=400)
+    assert new.exit_code == 2 and "needs --model DIR" in new.output  # parsed: the systems need a model
