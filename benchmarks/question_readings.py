@@ -1,6 +1,6 @@
 """What caps the spoken questions: the frozen LLM answering readings of them given as text.
 
-    smap evaluate --suite data/tts/train-qa --system smap,nearest,transcript ... --out work/replicate/eval-train-qa
+    smap evaluate --suite data/tts/train-qa --systems smap,nearest,transcript ... --out work/replicate/eval-train-qa
     python benchmarks/question_readings.py --outputs work/replicate/eval-train-qa/outputs/tts/train-qa
 
 Instructions and layouts are chosen here, so the questions are the training questions (tts/train-qa,

@@ -60,7 +60,7 @@ LLM_SIZES = {
 def child(kind: str, store: str, llm: str, args: argparse.Namespace) -> dict:
     """Run in a fresh process: time `args.steps` optimiser steps of one stage against the LLM `llm`."""
     import torch
-    from smap.attach import DTYPES
+    from smap.precision import DTYPES
     from smap.data.batching import BucketBatchSampler, UtteranceDataset, training_loader
     from smap.data.store import open_stores
     from smap.llm import load_embeddings
@@ -69,7 +69,7 @@ def child(kind: str, store: str, llm: str, args: argparse.Namespace) -> dict:
     from smap.training import LoopConfig, make_accelerator
 
     with tempfile.TemporaryDirectory() as out:
-        acc = make_accelerator(LoopConfig(out=out, mixed_precision=args.mixed_precision))
+        acc, _ = make_accelerator(LoopConfig(out=out, mixed_precision=args.mixed_precision))
     emb = load_embeddings(llm)
     data = UtteranceDataset(open_stores([store]), emb.tokenizer)
     mapper = SpeechMapper(preset(args.preset, data.stores[0].dim, emb.dim, pool=args.pool))
@@ -157,7 +157,7 @@ def synthetic_llm(shape: dict, folder: Path, tokenizer_spec: str, dtype: str) ->
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from smap.attach import DTYPES
+    from smap.precision import DTYPES
     from smap.llm import load_tokenizer, pad_id_of, resolve
 
     # A saved tokenizer folder has no config.json, so it is no LLM spec; the embedded LLM's

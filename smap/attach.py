@@ -30,16 +30,16 @@ import torch
 
 from smap.data.batching import Batch, BucketBatchSampler, UtteranceDataset, evaluation_batches, training_loader
 from smap.data.store import open_stores
-from smap.fileio import atomic_write_text
+from smap.fileio import append_lines, atomic_write_text
 from smap.generate import generate_features, request_for
 from smap.mapper import SpeechMapper, mapper_folder
+from smap.progress import literal, printable
 from smap.prompts import DEFAULT_LAYOUT, Request, check_layout
 from smap.speech_llm import Decoding, ModelMismatchError, ModelSettings, SpeechLLM, stable_spec
 from smap.text import normalize, wer
 from smap.training import LoopConfig, console, fit, make_accelerator
 
 MODES = ("asr", "task")
-DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -167,7 +167,7 @@ def attach(cfg: AttachConfig) -> Path:
     check_layout(cfg.layout)
     if cfg.asr_target not in ("normalized", "raw"):
         raise ValueError(f"--asr-target must be normalized or raw, not {cfg.asr_target!r}")
-    acc = make_accelerator(cfg)
+    acc, chosen = make_accelerator(cfg)
     mapper_dir = mapper_folder(cfg.mapper)
     mapper = SpeechMapper.from_pretrained(mapper_dir)
     stores = open_stores(cfg.train)
@@ -186,7 +186,7 @@ def attach(cfg: AttachConfig) -> Path:
                              asr_target=cfg.asr_target, token_mix=cfg.token_mix,
                              provenance={"stage": 2, "mode": cfg.mode, "mapper": str(mapper_dir.resolve()),
                                          "mse_weight": cfg.mse_weight, "asr_mix": cfg.asr_mix if cfg.mode == "task" else 0.0})
-    model = SpeechLLM.build(mapper, settings, DTYPES[cfg.mixed_precision])
+    model = SpeechLLM.build(mapper, settings, chosen.dtype)  # the frozen LLM; the mapper stays fp32
     model.lm.to(acc.device)
     tokenizer = model.lm.tokenizer
 
@@ -216,7 +216,8 @@ def attach(cfg: AttachConfig) -> Path:
                          "message, prompt layout or --token-mix; use a new --out or the same options")
     out.mkdir(parents=True, exist_ok=True)
     if acc.is_main_process:
-        atomic_write_text(saved, json.dumps({"identity": identity, "config": asdict(cfg)}, indent=2))
+        atomic_write_text(saved, json.dumps({"identity": identity, "config": asdict(cfg),
+                                             "precision": chosen.record()}, indent=2))
 
     valid = UtteranceDataset(open_stores(cfg.valid), tokenizer) if cfg.valid else None
     for store in valid.stores if valid is not None else []:
@@ -226,19 +227,21 @@ def attach(cfg: AttachConfig) -> Path:
     counts = {t: tasks.count(t) for t in sorted(set(tasks))}
     console.print(
         f"Stage 2 ({cfg.mode}): {len(data)} utterances {counts}, mapper {mapper.num_parameters() / 1e6:.1f}M "
-        f"parameters trained, LLM {llm} frozen ({sum(p.numel() for p in model.lm.llm.parameters()) / 1e6:.0f}M), "
+        f"parameters trained, LLM {literal(llm)} frozen "
+        f"({sum(p.numel() for p in model.lm.llm.parameters()) / 1e6:.0f}M), "
         f"loss CE" + (f" + {cfg.mse_weight} x MSE" if cfg.mse_weight else "")
         + (f", the LLM reads token mixtures (sharpness {cfg.token_mix:g})" if cfg.token_mix else "")
         + (f", ASR batches mixed in with p={cfg.asr_mix}" if cfg.mode == "task" else "")
     )
     result = fit(acc, cfg, model, sampler, loader, stage.loss, evaluate, run_name=f"attach-{cfg.mode}",
-                 hparams={"mode": cfg.mode, "mse_weight": cfg.mse_weight, "asr_mix": cfg.asr_mix, "llm": llm})
+                 hparams={"mode": cfg.mode, "mse_weight": cfg.mse_weight, "asr_mix": cfg.asr_mix, "llm": llm,
+                          "precision": chosen.mixed_precision})
     if acc.is_main_process:
         model.settings.provenance["steps"] = result["steps"]
         acc.unwrap_model(model).save_pretrained(out)
-        atomic_write_text(out / "attach_report.json", json.dumps({**result, "utterances": counts,
-                                                                  "config": asdict(cfg)}, indent=2))
-        console.print(f"model saved to {out} (use: smap infer --model {out} ...)")
+        atomic_write_text(out / "attach_report.json", json.dumps({**result, "utterances": counts, "config": asdict(cfg),
+                                                                  "precision": chosen.record()}, indent=2))
+        console.print(f"model saved to {literal(out)} (use: smap infer --model {literal(out)} ...)")
     return out
 
 
@@ -260,9 +263,11 @@ def validate(model: SpeechLLM, data: UtteranceDataset, cfg: AttachConfig, sample
     if asr:
         metrics["wer"] = wer([a[0] for a in asr], [a[1] for a in asr])
     if samples is not None and cfg.show:
-        with open(samples, "a", encoding="utf-8") as f:
-            for row, ref in list(zip(rows, refs))[: cfg.show]:
-                console.print(f"  [dim]{row['id']}[/] ref: {ref}\n  {' ' * len(row['id'])} out: {row['output']}",
-                              highlight=False)
-                f.write(json.dumps({**row, **metrics, "reference": ref}) + "\n")
+        shown = list(zip(rows, refs))[: cfg.show]
+        for row, ref in shown:
+            # ids, references and outputs are data: shown as written, never read as markup
+            indent = " " * len(printable(row["id"]))
+            console.print(f"  [dim]{literal(row['id'])}[/] ref: {literal(ref)}\n"
+                          f"  {indent} out: {literal(row['output'])}", highlight=False)
+        append_lines(samples, (json.dumps({**row, **metrics, "reference": ref}) for row, ref in shown))
     return metrics

@@ -1,19 +1,15 @@
-"""Audio in and speech out.
+"""Audio in: decode files or bytes with soundfile, down-mix to mono, resample with torchaudio; and
+the signal effects that make synthetic speech less clean (`apply_effects`).
 
-In: decode files or bytes with soundfile, down-mix to mono, resample with torchaudio. Every
-waveform leaves this module as a float32 tensor of shape (samples,) in [-1, 1] at the rate asked.
-
-Out: speech synthesised by eSpeak NG, called through ctypes on the shared library that the
-`espeakng-loader` wheel ships with its voice data (no system package needed).
+Every waveform leaves this module as a float32 tensor of shape (samples,) in [-1, 1] at the rate
+asked. Speech out (synthesis) is smap.synth.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import io
-import os
-import threading
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +18,14 @@ import torch
 import torchaudio
 
 SAMPLE_RATE = 16000  # what every speech encoder here expects
+RATES = (4000, 192000)  # sample rates accepted from a file's header (Hz): telephone to studio
+MAX_RATIO_TERM = 1000  # the largest denominator of a resampling ratio (see `resample`)
 
 
 class AudioError(ValueError):
     """Audio that cannot be read or made; the message names the file or the voice.
 
-    `reason` is a short category for reports: 'missing' (no such file) or 'unreadable'.
+    `reason` is a short category for reports: 'missing' (no such file), 'unreadable' or 'too long'.
     """
 
     def __init__(self, message: str, reason: str = "unreadable"):
@@ -35,13 +33,11 @@ class AudioError(ValueError):
         self.reason = reason
 
 
-def load_audio(source: str | Path | bytes, sr: int = SAMPLE_RATE, start: float = 0.0,
-               end: float | None = None) -> torch.Tensor:
-    """Decode a file (or its bytes), down-mix to mono and resample: (samples,) float32 at `sr`.
+def _open(source: str | Path | bytes) -> tuple[str, sf.SoundFile]:
+    """The file's name for messages, and the file opened (its header read, nothing decoded).
 
-    `start` and `end` (seconds) cut a segment without decoding the rest, for corpora such as
-    EuroParl-ST whose utterances are spans of long recordings.
-    """
+    A sample rate outside RATES is refused here: a damaged or hostile header (1 Hz, 10 MHz) would
+    make a 4 MB file decode into hours of audio, or the resampler build a filter of gigabytes."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     if not isinstance(source, bytes):
         try:
@@ -57,16 +53,62 @@ def load_audio(source: str | Path | bytes, sr: int = SAMPLE_RATE, start: float =
         if Path(name).suffix.lower() in {".m4a", ".mp4", ".aac", ".webm", ".wma"}:
             hint = f"; soundfile cannot decode {Path(name).suffix}: convert it first, e.g. ffmpeg -i IN{Path(name).suffix} OUT.flac"
         raise AudioError(f"{name}: unreadable audio ({str(e).splitlines()[0]}){hint}") from None
+    sr = f.samplerate
+    if not RATES[0] <= sr <= RATES[1]:
+        f.close()
+        raise AudioError(f"{name}: sample rate {sr} Hz outside {RATES[0]}-{RATES[1]}", reason="unreadable")
+    return name, f
+
+
+def _span(f: sf.SoundFile, start: float, end: float | None) -> tuple[int, int]:
+    """The first frame of [start, end) seconds and the frames to read (-1: to the end of the file)."""
+    first = int(round(start * f.samplerate))
+    return first, -1 if end is None else max(0, int(round(end * f.samplerate)) - first)
+
+
+def _seconds(f: sf.SoundFile, first: int, count: int) -> float:
+    """The duration of a span, as the header tells it (a span past the end holds what is there)."""
+    left = max(0, f.frames - first)
+    return (left if count < 0 else min(count, left)) / f.samplerate
+
+
+def check_length(name: str, seconds: float, max_seconds: float | None) -> None:
+    """Refuse audio longer than `max_seconds` (None: any length) with reason 'too long'."""
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioError(f"{name}: {seconds:.1f} s > {max_seconds:g} s", reason="too long")
+
+
+def audio_seconds(source: str | Path | bytes, start: float = 0.0, end: float | None = None) -> float:
+    """The duration in seconds of a file's [start, end) span, from its header alone (nothing decoded)."""
+    _, f = _open(source)
+    with f:
+        return _seconds(f, *_span(f, start, end))
+
+
+def load_audio(source: str | Path | bytes, sr: int = SAMPLE_RATE, start: float = 0.0,
+               end: float | None = None, max_seconds: float | None = None) -> torch.Tensor:
+    """Decode a file (or its bytes), down-mix to mono and resample: (samples,) float32 at `sr`.
+
+    `start` and `end` (seconds) cut a segment without decoding the rest, for corpora such as
+    EuroParl-ST whose utterances are spans of long recordings. A span longer than `max_seconds` is
+    refused from the header, before anything is decoded (`AudioError` with reason 'too long'); a
+    sample rate outside RATES, or a NaN or infinite sample, with reason 'unreadable'.
+    """
+    name, f = _open(source)
     with f:
         orig_sr = f.samplerate
-        first = int(round(start * orig_sr))
+        first, count = _span(f, start, end)
+        check_length(name, _seconds(f, first, count), max_seconds)
         if first:
             f.seek(min(first, f.frames))
-        count = -1 if end is None else max(0, int(round(end * orig_sr)) - first)
         try:
             data = f.read(count, dtype="float32", always_2d=True)  # (samples, channels)
         except Exception as e:
             raise AudioError(f"{name}: unreadable audio ({str(e).splitlines()[0]})") from None
+    # A float file can hold NaN or Inf: an infinite peak passes any silence test, and either one
+    # turns the encoder's features, then the training loss, into NaN.
+    if not np.isfinite(data).all():
+        raise AudioError(f"{name}: NaN or infinite samples", reason="unreadable")
     return resample(torch.from_numpy(to_mono(data)), orig_sr, sr)
 
 
@@ -76,7 +118,11 @@ def to_mono(data: np.ndarray) -> np.ndarray:
 
 
 def resample(wav: torch.Tensor, orig_sr: int, sr: int = SAMPLE_RATE) -> torch.Tensor:
-    """(samples,) at `orig_sr` -> (samples,) at `sr`, band-limited (torchaudio's sinc interpolation)."""
+    """(samples,) at `orig_sr` -> (samples,) at `sr`, band-limited (torchaudio's sinc interpolation).
+
+    The ratio sr / orig_sr is taken as the nearest fraction whose denominator is at most
+    MAX_RATIO_TERM: exact for the usual rates (8, 11.025, 16, 22.05, 44.1, 48, 96 kHz ...), within
+    0.1% of tempo and pitch for an odd one such as 44,101 Hz."""
     if orig_sr == sr or wav.numel() == 0:
         return wav
     return _resampler(int(orig_sr), int(sr))(wav)
@@ -84,96 +130,39 @@ def resample(wav: torch.Tensor, orig_sr: int, sr: int = SAMPLE_RATE) -> torch.Te
 
 @functools.lru_cache(maxsize=8)
 def _resampler(orig_sr: int, sr: int) -> torchaudio.transforms.Resample:
-    return torchaudio.transforms.Resample(orig_sr, sr)  # builds its filter kernel once per rate pair
+    # torchaudio's kernel has about (sr / gcd) x (orig_sr / gcd) taps, the gcd of the two rates: for
+    # 44,101 Hz -> 16 kHz (gcd 1) 706 M taps, 95 s and 23 GB. A bounded ratio bounds the kernel.
+    ratio = Fraction(sr, orig_sr).limit_denominator(MAX_RATIO_TERM)
+    return torchaudio.transforms.Resample(ratio.denominator, ratio.numerator)  # built once per rate pair
 
 
-# ---------------------------------------------------------------------------------------------
-# eSpeak NG
-
-_AUDIO_OUTPUT_SYNCHRONOUS, _POS_CHARACTER, _CHARS_UTF8 = 2, 1, 1
-_RATE, _PITCH = 1, 3  # espeak_PARAMETER
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+EFFECTS = ("speed", "noise", "band")  # the order they are applied in
 
 
-def _espeak_paths() -> tuple[str, str]:
-    try:
-        import espeakng_loader
-    except ImportError:
-        raise AudioError("speech synthesis needs the espeakng-loader wheel: pip install espeakng-loader") from None
-    return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
+def apply_effects(wav: torch.Tensor, sr: int, effects: tuple[tuple[str, float], ...], seed: int) -> torch.Tensor:
+    """(samples,) at `sr` -> (samples,) at `sr` with each (effect, value) applied, in EFFECTS' order:
 
-
-class _ESpeak:
-    """One synthesis at a time, each on a freshly loaded copy of libespeak-ng.
-
-    eSpeak keeps state in static variables across utterances (the pitch-flutter index, the echo
-    buffer), so with one long-lived library the audio of a sentence would depend on everything
-    spoken before it, and a resumed or sharded run would not reproduce an uninterrupted one.
-    Loading the library anew (about 2 ms) and fixing its noise seed makes the audio a function of
-    (text, voice, rate, pitch).
+    speed  factor f: tempo and pitch times f, as Kaldi's speed perturbation (read as if sampled at
+           f * sr; f in steps of 0.01, so that the resampling filter stays short)
+    noise  white noise `value` dB below the utterance's mean power, drawn from `seed`
+    band   band-limited as if recorded at `value` Hz (down to that rate and back)
     """
-
-    def __init__(self):
-        self.library, self.data = _espeak_paths()
-        self.lock = threading.Lock()
-        self.chunks: list[np.ndarray] = []
-        self.callback = _CALLBACK(self._collect)  # kept alive as long as the object
-
-    def _collect(self, wav, n, _events) -> int:
-        if wav and n > 0:
-            self.chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        return 0  # 0 = go on
-
-    def synthesize(self, text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray, int]:
-        """(samples,) int16 at eSpeak's own rate, and that rate."""
-        import _ctypes
-
-        with self.lock:
-            lib = ctypes.CDLL(self.library, mode=os.RTLD_LOCAL)
-            try:
-                sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0,
-                                                    os.path.dirname(self.data).encode(), 0)
-                if sample_rate <= 0:
-                    raise AudioError(f"eSpeak NG could not start (voice data at {self.data})")
-                lib.espeak_SetSynthCallback(self.callback)
-                if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                    raise AudioError(f"eSpeak NG has no voice {voice!r} (a language such as 'en-us', "
-                                     f"optionally '+' a variant such as 'f2'; see smap.audio.espeak_variants())")
-                lib.espeak_SetParameter(_RATE, int(rate), 0)
-                lib.espeak_SetParameter(_PITCH, int(pitch), 0)
-                # Breathy variants (f2, f3, ...) add noise from a generator that starting the
-                # library seeds from the clock: fix it.
-                lib.espeak_ng_SetRandSeed(ctypes.c_long(1))
-                data = text.encode("utf-8") + b"\0"
-                self.chunks = []
-                if lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None) != 0:
-                    raise AudioError(f"eSpeak NG failed on {text[:40]!r}")
-                lib.espeak_Synchronize()
-            finally:
-                lib.espeak_Terminate()
-                _ctypes.dlclose(lib._handle)
-            wav = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
-            self.chunks = []
-            return wav, sample_rate
+    values = dict(effects)
+    if "speed" in values:
+        wav = resample(wav, int(round(sr * round(values["speed"], 2))), sr)
+    if "noise" in values:
+        noise = torch.randn(wav.numel(), generator=torch.Generator().manual_seed(seed))
+        wav = wav + noise * wav.square().mean().sqrt() * 10 ** (-values["noise"] / 20)
+    if "band" in values:
+        narrow = int(values["band"])
+        wav = resample(resample(wav, sr, narrow), narrow, sr)[: wav.numel()]  # the way back may add a sample
+    return wav.clamp(-1.0, 1.0)
 
 
-@functools.lru_cache(maxsize=1)
-def _espeak() -> _ESpeak:
-    return _ESpeak()
+def __getattr__(name: str):
+    # Synthesis moved to smap.synth; `from smap.audio import synthesize` still works.
+    if name in ("synthesize", "espeak_variants"):
+        from smap import synth
 
-
-def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50,
-               sr: int = SAMPLE_RATE) -> torch.Tensor:
-    """Speak `text` with eSpeak NG: (samples,) float32 at `sr`.
-
-    voice: a language ('en-us', 'en', 'en-gb-scotland', ...) with an optional variant after '+'
-    ('en-us+f2'); rate: words per minute (80-450, eSpeak's default 175); pitch: 0-100 (50).
-    The same arguments give the same samples, whatever was synthesised before.
-    """
-    wav, native_sr = _espeak().synthesize(text, voice, rate, pitch)
-    return resample(torch.from_numpy(wav.astype(np.float32) / 32768.0), native_sr, sr)
-
-
-def espeak_variants() -> list[str]:
-    """Names of eSpeak NG's voice variants (the part after '+' in a voice), as shipped in the wheel."""
-    return sorted(p.name for p in (Path(_espeak_paths()[1]) / "voices" / "!v").iterdir() if p.is_file())
+        return getattr(synth, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

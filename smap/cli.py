@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from smap.progress import literal, printable
 from smap.prompts import DEFAULT_LAYOUT, SPOKEN_QUESTION
 
 app = typer.Typer(
@@ -39,13 +40,18 @@ WeightDecay = Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.",
 TrainFrames = Annotated[int, typer.Option("--max-frames", min=1, help="Batch budget in input feature frames (padding included); batches are bucketed by length.", rich_help_panel=LOOP)]
 GradAccum = Annotated[int, typer.Option(min=1, help="Gradient accumulation steps per optimiser step.", rich_help_panel=LOOP)]
 Clip = Annotated[float, typer.Option(min=0.0, help="Gradient-norm clipping (0: off).", rich_help_panel=LOOP)]
-MixedPrecision = Annotated[str, typer.Option(help="'no', 'fp16' or 'bf16' (Accelerate); in attach the frozen LLM is loaded in that precision.", rich_help_panel=LOOP)]
+PRECISION_HELP = ("'auto': bf16 where the device computes it natively (a GPU from Ampere on; a CPU with AVX512-BF16, AMX "
+                  "or Arm BF16), fp16 on an older GPU, else fp32, since a CPU emulates bf16 far slower than fp32; "
+                  "'no' (fp32), 'fp16' or 'bf16' to choose. The choice and why are printed, and kept in the run's report.")
+MixedPrecision = Annotated[str, typer.Option(help=PRECISION_HELP + " In attach the frozen LLM is loaded in it.", rich_help_panel=LOOP)]
+LoadPrecision = Annotated[str, typer.Option("--mixed-precision", help=PRECISION_HELP + " The frozen LLMs are loaded in it.", rich_help_panel=DECODING)]
 Seed = Annotated[int, typer.Option(help="Seed of initialisation, batching, dropout and drawn instruction phrasings.", rich_help_panel=LOOP)]
 SaveEvery = Annotated[int, typer.Option(min=1, help="Checkpoint every N steps (and at the end).", rich_help_panel=LOOP)]
 EvalEvery = Annotated[int, typer.Option(min=1, help="Validate every N steps (and at the end).", rich_help_panel=LOOP)]
 EvalAtStart = Annotated[bool, typer.Option(help="Also validate before the first step: the starting point of the learning curve.", rich_help_panel=LOOP)]
 Keep = Annotated[int, typer.Option(min=1, help="Checkpoints kept on disk.", rich_help_panel=LOOP)]
-Resume = Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out, exactly where it stopped.", rich_help_panel=LOOP)]
+Resume = Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out, exactly where it stopped (refused if the --train stores changed since).", rich_help_panel=LOOP)]
+Overwrite = Annotated[bool, typer.Option(help="Replace the run in --out: its checkpoints, logs, reports and model are removed first. Without it (or --resume), a non-empty --out is refused.", rich_help_panel=LOOP)]
 TimeBudget = Annotated[Optional[float], typer.Option(help="Stop after this many minutes, with a checkpoint and the model saved.", rich_help_panel=LOOP)]
 Workers = Annotated[int, typer.Option(min=0, help="DataLoader worker processes that read and collate batches beside the training step: 2-4 on a GPU, 0 on a small CPU, where they compete with the step.", rich_help_panel=LOOP)]
 # Decoding options, shared by infer and evaluate.
@@ -59,9 +65,17 @@ NoRepeatNgram = Annotated[int, typer.Option(min=0, help="Ban any n-gram of this 
 
 
 def _fail(message: object) -> None:
-    """One red line on stderr, exit code 2."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One red line on stderr, exit code 2; the message is data (it may quote an id or a path)."""
+    console.print(f"[bold red]error:[/] {literal(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _precision(requested: str, device: Optional[str] = None):
+    """The precision `--mixed-precision` resolves to on `device` (smap.precision); a bad name stops here,
+    before anything loads. The caller prints it once the models are loaded."""
+    from smap.precision import resolve
+
+    return resolve(requested, device)
 
 
 def _converter(ctx: typer.Context, param):
@@ -131,11 +145,12 @@ class UserError(Exception):
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from smap.data.store import StoreError
+    from smap.fileio import FolderBusyError
     from smap.llm import LLMSpecError
     from smap.training import TrainingError
 
     # OSError: a missing file, or a full disk or a denied folder while writing (checkpoints are kept).
-    return (UserError, StoreError, LLMSpecError, TrainingError, OSError, ValueError)
+    return (UserError, StoreError, FolderBusyError, LLMSpecError, TrainingError, OSError, ValueError)
 
 
 def friendly(fn):
@@ -192,9 +207,11 @@ def prepare(
 ):
     """Encode speech into a feature store for `smap pretrain`, `smap attach` and `smap evaluate`.
 
-    Unusable items (unreadable, missing, empty, too long, untranscribed) are skipped and named; the rest
-    goes through, and the exit code is 0. OUT/prepare_report.json holds counts, hours, skip reasons, and
-    frames per token with --llm. Under `accelerate launch`, each process encodes its share.
+    Unusable items (unreadable, missing, empty, too long, untranscribed, a text too long, an encoder
+    failure) are skipped and named, on screen and in OUT/skips.jsonl; the rest goes through, and the
+    exit code is 0. OUT/prepare_report.json holds counts, hours, skips per reason, and frames per token
+    with --llm. A second `prepare` on the same --out stops at once. Under `accelerate launch`, each
+    process encodes its share.
     """
     from smap.data.corpus import CorpusConfig
     from smap.prepare import PrepareConfig, prepare as run
@@ -217,7 +234,7 @@ def prepare(
     report = run(cfg, console=console)
     if not report:  # not the main process of an `accelerate launch`
         return
-    console.print(f"{report['stored']} utterances ({report['hours_stored']:.2f} h) in {out}: {report['encoded_now']} "
+    console.print(f"{report['stored']} utterances ({report['hours_stored']:.2f} h) in {literal(out)}: {report['encoded_now']} "
                   f"encoded now, {report['stored_before']} already there, {report['skipped']} skipped"
                   + (f" ({', '.join(f'{n} {r}' for r, n in report['skip_reasons'].items())})" if report["skipped"] else ""),
                   highlight=False, soft_wrap=True)
@@ -226,7 +243,8 @@ def prepare(
         console.print(f"frames per token: mean {fpt['mean']}, min {fpt['min']}; after the mapper's {fpt['mapper_downsampling']}x "
                       f"downsampling {fpt['too_short_for_mapper']} utterances ({fpt['too_short_share']:.1%}) have fewer "
                       f"vectors than tokens ({fpt.get('too_short_with_pool2', '?')} with --pool 2)", highlight=False, soft_wrap=True)
-    console.print(f"report: {out / 'prepare_report.json'}", highlight=False)
+    console.print(f"report: {literal(out / 'prepare_report.json')}" + (f", skipped items: {literal(report['skips'])}"
+                                                                       if report["skipped"] else ""), highlight=False)
 
 
 @app.command()
@@ -252,13 +270,14 @@ def pretrain(
     max_frames: TrainFrames = 12000,
     grad_accum: GradAccum = 1,
     clip: Clip = 1.0,
-    mixed_precision: MixedPrecision = "no",
+    mixed_precision: MixedPrecision = "auto",
     seed: Seed = 0,
     save_every: SaveEvery = 500,
     eval_every: EvalEvery = 500,
     eval_at_start: EvalAtStart = False,
     keep: Keep = 2,
     resume: Resume = False,
+    overwrite: Overwrite = False,
     time_budget: TimeBudget = None,
     workers: Workers = 0,
     config: Config = None,
@@ -276,7 +295,7 @@ def pretrain(
         steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, max_frames=max_frames, grad_accum=grad_accum,
         clip=clip, alpha=alpha, ce_weight=ce_weight, max_cut_share=max_cut_share, mixed_precision=mixed_precision, seed=seed,
         save_every=save_every, eval_every=eval_every, eval_at_start=eval_at_start, keep=keep, resume=resume,
-        time_budget=time_budget, workers=workers,
+        overwrite=overwrite, time_budget=time_budget, workers=workers,
     )
     run(cfg)
 
@@ -304,7 +323,7 @@ def attach(
     max_frames: TrainFrames = 4000,
     grad_accum: GradAccum = 1,
     clip: Clip = 1.0,
-    mixed_precision: MixedPrecision = "no",
+    mixed_precision: MixedPrecision = "auto",
     seed: Seed = 0,
     save_every: SaveEvery = 250,
     eval_every: EvalEvery = 250,
@@ -314,6 +333,7 @@ def attach(
     eval_at_start: EvalAtStart = False,
     keep: Keep = 2,
     resume: Resume = False,
+    overwrite: Overwrite = False,
     time_budget: TimeBudget = None,
     workers: Workers = 0,
     config: Config = None,
@@ -331,8 +351,8 @@ def attach(
         system=system, layout=layout, token_mix=token_mix, out=str(out), steps=steps, lr=lr, warmup=warmup,
         weight_decay=weight_decay, max_frames=max_frames, grad_accum=grad_accum, clip=clip,
         mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
-        max_valid=max_valid, valid_decode=valid_decode, show=show, keep=keep, resume=resume, time_budget=time_budget,
-        eval_at_start=eval_at_start, workers=workers,
+        max_valid=max_valid, valid_decode=valid_decode, show=show, keep=keep, resume=resume, overwrite=overwrite,
+        time_budget=time_budget, eval_at_start=eval_at_start, workers=workers,
     )
     run(cfg)
 
@@ -363,6 +383,7 @@ def infer(
     max_frames: DecodeFrames = 4000,
     out: Annotated[Optional[Path], typer.Option(help="JSONL file for the rows (id, task, prompt, output); written whole at the end.")] = None,
     device: Annotated[Optional[str], typer.Option(help="'cpu', 'cuda', ... (default: cuda if available).")] = None,
+    mixed_precision: LoadPrecision = "auto",
     config: Config = None,
 ):
     """Run a speech LLM on audio files or a feature store; print one line per input, optionally write JSONL."""
@@ -376,7 +397,9 @@ def infer(
         raise UserError("give audio files or --store, not both and not neither")
     check_layout(layout)
     features = FeatureStore(store) if store is not None else None  # a bad store is named before the model loads
-    speech_llm = load_model(model, mapper, llm, system, device, layout, token_mix)
+    chosen = _precision(mixed_precision, device)
+    speech_llm = load_model(model, mapper, llm, system, device, layout, token_mix, chosen.dtype)
+    console.print(f"precision: {chosen}", highlight=False)
     kwargs = dict(task=task, tgt_lang=tgt_lang, question=question, prompt=prompt, max_frames=max_frames,
                   decoding=Decoding(max_new_tokens, num_beams, no_repeat_ngram, asr_slack if asr_cap else None, first_line))
     total = len(features.records[:limit]) if features is not None else len(audio)
@@ -385,10 +408,10 @@ def infer(
         rows = (generate_store(speech_llm, features, limit=limit, **kwargs) if features is not None
                 else generate_audio(speech_llm, audio, encoder=encoder, **kwargs))
     for row in rows:
-        typer.echo(f"{row['id']}\t{row['output']}")
+        typer.echo(f"{printable(row['id'])}\t{printable(row['output'])}")
     if out is not None:
         write_jsonl(rows, out)
-        console.print(f"{len(rows)} rows written to {out}")
+        console.print(f"{len(rows)} rows written to {literal(out)}")
 
 
 @app.command()
@@ -416,6 +439,7 @@ def evaluate(
     no_repeat_ngram: NoRepeatNgram = 0,
     max_frames: DecodeFrames = 4000,
     batch_size: Annotated[int, typer.Option(min=1, help="Text batches (transcript, cascade, judges): prompts per batch.", rich_help_panel=DECODING)] = 16,
+    mixed_precision: LoadPrecision = "auto",
     rescore: Annotated[Optional[Path], typer.Option(help="Score again what the systems said in an earlier evaluation, from that --out folder (its results.json and outputs/), instead of running them: no model is loaded and nothing is decoded. The stores under --data-root give the references; --limit must be the earlier run's. For a fixed scorer, or a COMET model or --judge added later. --out may be the same folder.", show_default=False, rich_help_panel=SCORING)] = None,
     config: Config = None,
 ):
@@ -430,7 +454,9 @@ def evaluate(
     from smap.speech_llm import Decoding
 
     splits = suites.select(suite)
-    inference = specs.Inference(Decoding(max_new_tokens, num_beams, no_repeat_ngram, asr_slack if asr_cap else None, first_line), max_frames, batch_size)
+    chosen_precision = _precision(mixed_precision)
+    inference = specs.Inference(Decoding(max_new_tokens, num_beams, no_repeat_ngram, asr_slack if asr_cap else None, first_line),
+                                max_frames, batch_size, chosen_precision.mixed_precision)
     names = [s.strip() for s in (systems or "").split(",") if s.strip()]
     if rescore:
         given = [f"--{o}" for o, v in (("model", model), ("mapper", mapper), ("llm", llm), ("asr", asr)) if v]
@@ -440,14 +466,15 @@ def evaluate(
     else:
         chosen = specs.build(names or ["smap"], models=model or [], mappers=mapper or [], llm=llm, token_mix=token_mix,
                              mapper_system=mapper_system, asr=asr, asr_data_root=asr_data_root, inference=inference)
-    scoring = run.make_scoring(splits, comet_model, specs.judges(judge or [], batch_size, chosen))
+        console.print(f"precision: {chosen_precision}", highlight=False)
+    scoring = run.make_scoring(splits, comet_model, specs.judges(judge or [], batch_size, chosen, inference.dtype))
     results = run.evaluate(splits, chosen, data_root, out, scoring, limit,
-                           log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
+                           log=lambda line: console.print(printable(line), markup=False, highlight=False, soft_wrap=True),
                            console=console)
     _Console().print(report.rich_table(results))
     for p in results.problems:
-        console.print(f"[{'red' if p.failed else 'yellow'}]not run:[/] {p.message}", highlight=False, soft_wrap=True)
-    console.print("report: " + ", ".join(str(p) for p in results.files.values()), highlight=False)
+        console.print(f"[{'red' if p.failed else 'yellow'}]not run:[/] {literal(p.message)}", highlight=False, soft_wrap=True)
+    console.print("report: " + literal(", ".join(str(p) for p in results.files.values())), highlight=False)
     if results.failed:
         raise typer.Exit(1)
 

@@ -52,13 +52,13 @@ from smap.speech_llm import Decoding, PromptedLM, SpeechLLM
 
 def load_model(model: str | Path | None = None, mapper: str | Path | None = None, llm: str | None = None,
                system: str = "default", device: str | None = None, layout: str = DEFAULT_LAYOUT,
-               token_mix: float = 0.0) -> SpeechLLM:
+               token_mix: float = 0.0, dtype: torch.dtype = torch.float32) -> SpeechLLM:
     """A speech LLM from a model folder (its own prompt settings), or from a Stage-1 mapper and an
-    LLM spec (`system`, `layout` and `token_mix`)."""
+    LLM spec (`system`, `layout` and `token_mix`); the frozen LLM in `dtype`, the mapper in fp32."""
     if (model is None) == (mapper is None):
         raise ValueError("give either a model folder (--model) or a Stage-1 mapper (--mapper, with --llm)")
-    speech_llm = (SpeechLLM.from_pretrained(model) if model is not None
-                  else SpeechLLM.from_mapper(mapper, llm, system, layout=layout, token_mix=token_mix))
+    speech_llm = (SpeechLLM.from_pretrained(model, dtype) if model is not None
+                  else SpeechLLM.from_mapper(mapper, llm, system, dtype, layout=layout, token_mix=token_mix))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     speech_llm.to(device).eval()
     speech_llm.lm.to(device)
@@ -66,9 +66,9 @@ def load_model(model: str | Path | None = None, mapper: str | Path | None = None
 
 
 def load_text_lm(llm: str, system: str = "default", device: str | None = None,
-                 layout: str = DEFAULT_LAYOUT) -> PromptedLM:
-    """The frozen LLM with the speech LLM's prompt format, for text input (`generate_text`)."""
-    model, tokenizer = load_causal_lm(llm)
+                 layout: str = DEFAULT_LAYOUT, dtype: torch.dtype = torch.float32) -> PromptedLM:
+    """The frozen LLM (in `dtype`) with the speech LLM's prompt format, for text input (`generate_text`)."""
+    model, tokenizer = load_causal_lm(llm, dtype)
     lm = PromptedLM(model, tokenizer, system, layout=layout)
     return lm.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 

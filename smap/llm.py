@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from smap.fileio import atomic_write_dir
+from smap.fileio import atomic_write_dir, member
 
 EMBEDDED_LLM = "smollm2-135m"
 _ALIASES = {EMBEDDED_LLM, "smollm2-135m-instruct", "embedded"}
@@ -194,6 +194,7 @@ def _checkpoint_embedding(fetch, where: str) -> torch.Tensor:
     if index is not None:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         key = _embedding_key(config.parent, list(weight_map))
+        member(index.parent, weight_map[key], index)  # a shard name must not lead out of the checkpoint
         shard = fetch(weight_map[key])
     else:
         shard = fetch("model.safetensors")

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -41,7 +43,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from smap.fileio import atomic_write, atomic_write_text
+from smap.fileio import replace_dir
 from smap.losses import ctc_align, ctc_loss
 
 CONFIG_FILE = "config.json"
@@ -273,12 +275,22 @@ class SpeechMapper(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """config.json + model.safetensors, each written atomically."""
+        """config.json + model.safetensors: `directory` (the mapper's own folder) replaced whole.
+
+        Both files are written into a temporary sibling folder that then takes the folder's place
+        (`smap.fileio.replace_dir`): after a kill the folder holds the old pair or the new one (or,
+        killed between the removal and the rename, none), never new weights beside an old config."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-        atomic_write_text(directory / CONFIG_FILE, json.dumps(asdict(self.config), indent=2))
+        tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed writer of the same pid
+        tmp.mkdir(parents=True)
+        try:
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+            (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2), encoding="utf-8")
+            replace_dir(tmp, directory)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; else what a failure left
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> SpeechMapper:

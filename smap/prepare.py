@@ -6,23 +6,31 @@ written as one shard, atomically (smap.data.store). Chunks and batches depend on
 so an utterance is encoded in the same batch whether the run was interrupted or not: a resumed run
 ends with the same store as an uninterrupted one. Shards already written are not encoded again.
 
-An item that cannot be used is skipped, named with its reason on screen and in
-``prepare_report.json``, and the rest goes through:
+An item that cannot be used is skipped, named with its reason on screen and in ``skips.jsonl``
+(one line per item: id, reason, detail), and the rest goes through:
   invalid        a malformed manifest row (the detail names the line)
   untranscribed  no transcript after normalisation (and no translation or answer to learn instead)
+  long text      a text field over MAX_TEXT_CHARS, or a record too large to store
   missing        no such audio file
   unreadable     the audio cannot be decoded
   empty          no audio, shorter than 20 ms, or silent
   too long       longer than --max-seconds (default: the encoder's limit, 30 s for Whisper)
-Skipped items are tried again on a re-run, so a fixed file is picked up.
+  encoder        the encoder fails on the clip alone, or gives non-finite features
+Skipped items are tried again on a re-run, so a fixed file is picked up; ``skips.jsonl`` lists a
+run's skips (a re-run starts it anew).
+
+An encoder batch that fails is encoded again clip by clip, so that one clip that the encoder
+cannot take is skipped and the others stored; a re-run does not stop on it either.
 
 The report (rewritten after every shard, so an interrupted run leaves one) holds counts, hours,
-the reasons, throughput, and with an LLM, frames per token: whether the mapper's output (the
-encoder frames shortened by its 4x downsampling) has room for the transcript's tokens, which the
-Stage-1 loss needs.
+the skips per reason, throughput, and with an LLM, frames per token: whether the mapper's output
+(the encoder frames shortened by its 4x downsampling) has room for the transcript's tokens, which
+the Stage-1 loss needs.
 
-Under ``accelerate launch`` process k takes chunks k, k + n, k + 2n, ... and writes its own
-shards; after all are done, process 0 indexes them all and writes the report.
+The output folder is locked for the run (`smap.fileio.FolderLock`): a second `prepare` on it stops
+at once. Under ``accelerate launch`` process k takes chunks k, k + n, k + 2n, ... and writes its
+own shards and skips; after all are done, process 0 indexes them all (the only writer of
+``store.json``), gathers the skips and writes the report.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,14 +48,20 @@ import torch
 
 from smap.audio import AudioError
 from smap.data.sources import Item, open_source
-from smap.data.store import STORE_FILE, FeatureStore, StoreError, StoreInfo, StoreWriter
+from smap.data.store import STORE_FILE, FeatureStore, RecordTooLargeError, StoreError, StoreInfo, StoreWriter
 from smap.encoders import EMBEDDED_ENCODER, Encoder, load_encoder
-from smap.fileio import atomic_write_text
-from smap.progress import progress
+from smap.fileio import FolderLock, append_lines, atomic_write, atomic_write_text
+from smap.progress import literal, one_line, progress
 from smap.text import normalize
 
 REPORT_FILE = "prepare_report.json"
+SKIPS_FILE = "skips.jsonl"
 MIN_SECONDS = 0.02
+# Longest text field kept: about 1,700 words, ten minutes of speech, far past what one encoder
+# batch or one training example is sized for; a longer one is a wrong column or a whole document,
+# which would run `smap attach` out of memory on every resume.
+MAX_TEXT_CHARS = 10_000
+TEXT_FIELDS = ("text", "translation", "question", "answer")
 
 
 @dataclass
@@ -97,13 +112,16 @@ def _check_text(item: Item) -> None:
     rec = item.record
     if item.error:
         raise _Skip("invalid", item.error)
+    for key in TEXT_FIELDS:
+        if len(str(rec.get(key) or "")) > MAX_TEXT_CHARS:
+            raise _Skip("long text", f"{key}: {len(str(rec[key]))} characters, more than {MAX_TEXT_CHARS}")
     if not normalize(str(rec.get("text") or "")) and not (rec.get("translation") or rec.get("answer")):
         raise _Skip("untranscribed", "empty transcript")
 
 
 def _load(item: Item, encoder: Encoder, max_seconds: float | None) -> torch.Tensor:
     try:
-        wav = item.load(encoder.sample_rate)
+        wav = item.load(encoder.sample_rate, max_seconds)  # too long: refused from the header, before decoding
     except AudioError as e:
         raise _Skip(e.reason, str(e)) from None
     except (RuntimeError, ValueError, OSError) as e:  # a decoder's own failure on a damaged file
@@ -111,16 +129,16 @@ def _load(item: Item, encoder: Encoder, max_seconds: float | None) -> torch.Tens
     seconds = wav.numel() / encoder.sample_rate
     if seconds < MIN_SECONDS or not bool(wav.abs().max() > 0):
         raise _Skip("empty", f"{seconds:.3f} s of audio" + ("" if seconds < MIN_SECONDS else ", all silent"))
-    if max_seconds is not None and seconds > max_seconds:
-        raise _Skip("too long", f"{seconds:.1f} s > {max_seconds:g} s")
     return wav
 
 
 class _Run:
-    """Counters and the skip list of one process."""
+    """Counters of one process, and its skips on their way to its skip file (`flush_skips`)."""
 
-    def __init__(self):
-        self.skipped: list[dict] = []
+    def __init__(self, skips: Path | None = None):
+        self.skips_file = skips
+        self.pending: list[str] = []  # skip lines not yet in the file
+        self.skip_reasons: Counter[str] = Counter()
         self.encoded = 0
         self.audio_seconds = 0.0
         self.encode_seconds = 0.0
@@ -130,16 +148,25 @@ class _Run:
         """All processes' counts; encoding time is the slowest process's (they ran side by side)."""
         total = cls()
         for r in runs:
-            total.skipped += r.skipped
+            total.skip_reasons += r.skip_reasons
             total.encoded += r.encoded
             total.audio_seconds += r.audio_seconds
             total.encode_seconds = max(total.encode_seconds, r.encode_seconds)
         return total
 
     def skip(self, item: Item, skip: _Skip, console) -> None:
-        self.skipped.append({"id": item.id, "reason": skip.reason, "detail": skip.detail})
+        self.skip_reasons[skip.reason] += 1
+        self.pending.append(json.dumps({"id": item.id, "reason": skip.reason, "detail": skip.detail},
+                                       ensure_ascii=False))
         if console is not None:
-            console.print(f"[yellow]skip[/] {item.id}: {skip.reason} ({skip.detail})", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]skip[/] {literal(item.id)}: {skip.reason} ({literal(skip.detail)})",
+                          highlight=False, soft_wrap=True)
+
+    def flush_skips(self) -> None:
+        """Append the skips so far to the skip file: once per chunk, so a million bad rows cost a
+        million lines, written once each."""
+        append_lines(self.skips_file, self.pending)
+        self.pending = []
 
 
 @contextlib.contextmanager
@@ -152,6 +179,20 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _encode(encoder: Encoder, waves: list[torch.Tensor], console) -> list[torch.Tensor | _Skip]:
+    """The encoder's features for each wave, or the skip of a wave it fails on: a failed batch (a
+    clip it cannot take, memory) is encoded again one clip at a time."""
+    try:
+        return encoder.encode(waves)
+    except Exception as e:  # any failure of the encoder's own code; interrupts go through
+        if len(waves) == 1:
+            return [_Skip("encoder", one_line(e))]
+        if console is not None:
+            console.print(f"[yellow]encoder failed[/] on a batch of {len(waves)} clips ({literal(one_line(e))}); "
+                          "encoding them one by one", highlight=False, soft_wrap=True)
+        return [_encode(encoder, [w], None)[0] for w in waves]
 
 
 def _encode_chunk(chunk: list[Item], encoder: Encoder, writer: StoreWriter, cfg: PrepareConfig,
@@ -167,18 +208,28 @@ def _encode_chunk(chunk: list[Item], encoder: Encoder, writer: StoreWriter, cfg:
     lengths = [w.numel() for _, w in ready]
     for group in batches(lengths, int(cfg.batch_seconds * encoder.sample_rate), cfg.batch_size):
         start = time.perf_counter()
-        feats = encoder.encode([ready[i][1] for i in group])
+        feats = _encode(encoder, [ready[i][1] for i in group], console)
         run.encode_seconds += time.perf_counter() - start
         for i, f in zip(group, feats):
             item, wav = ready[i]
-            if f.shape[0] == 0:
-                run.skip(item, _Skip("empty", "no encoder frames"), console)
-                continue
-            duration = wav.numel() / encoder.sample_rate
-            writer.add({**item.record, "duration": round(duration, 3)}, f)
-            run.encoded += 1
-            run.audio_seconds += duration
+            try:
+                if isinstance(f, _Skip):
+                    raise f
+                if f.shape[0] == 0:
+                    raise _Skip("empty", "no encoder frames")
+                if not torch.isfinite(f.to(torch.float16)).all():  # as stored: beyond float16's range is inf
+                    raise _Skip("encoder", "non-finite features (NaN, or beyond float16's range)")
+                duration = wav.numel() / encoder.sample_rate
+                writer.add({**item.record, "duration": round(duration, 3)}, f)
+            except RecordTooLargeError as e:
+                run.skip(item, _Skip("long text", str(e)), console)
+            except _Skip as skip:
+                run.skip(item, skip, console)
+            else:
+                run.encoded += 1
+                run.audio_seconds += duration
     writer.flush()
+    run.flush_skips()
 
 
 def prepare(cfg: PrepareConfig, console=None) -> dict:
@@ -193,11 +244,17 @@ def prepare(cfg: PrepareConfig, console=None) -> dict:
     # it) only find each other if told to use the CPU (gloo).
     state = PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
                          or not torch.cuda.is_available())
-    rank, world = state.process_index, state.num_processes
-    show = console if state.is_main_process else None
     started = time.perf_counter()
+    source = open_source(cfg.source, cfg.split, **cfg.source_options)  # a wrong source leaves nothing behind
+    # Before the encoder loads, so that a second `prepare` on the folder stops at once.
+    with FolderLock(cfg.out) if state.is_main_process else contextlib.nullcontext():
+        state.wait_for_everyone()  # no process writes before the main one holds the lock
+        return _prepare(cfg, state, source, started, console if state.is_main_process else None)
 
-    source = open_source(cfg.source, cfg.split, **cfg.source_options)
+
+def _prepare(cfg: PrepareConfig, state, source, started: float, show) -> dict:
+    """`prepare` once the folder is locked: encode what is not stored yet, report."""
+    rank, world = state.process_index, state.num_processes
     items = source.items[: cfg.limit] if cfg.limit is not None else source.items
     tokenizer = _tokenizer(cfg.llm) if cfg.llm and state.is_main_process else None  # a bad spec fails now, not after hours
     options = dict(cfg.encoder_options)
@@ -212,11 +269,15 @@ def prepare(cfg: PrepareConfig, console=None) -> dict:
     meta = {"source": source.name, "split": source.split, "sample_rate": encoder.sample_rate,
             "corpus": json.loads(json.dumps(source.info.get("corpus")))}  # as store.json will hold it
     _check_same_source(out, meta)
+    # The main process alone writes the index; the others' shards are adopted at the end.
     writer = StoreWriter(out, encoder=encoder.name, dim=encoder.dim, frame_rate=encoder.frame_rate, meta=meta,
-                         shard_size=cfg.shard_size, prefix="shard" if world == 1 else f"shard-r{rank}")
+                         shard_size=cfg.shard_size, prefix="shard" if world == 1 else f"shard-r{rank}",
+                         index=state.is_main_process)
+    state.wait_for_everyone()  # the index exists
     chunks = [items[i: i + cfg.shard_size] for i in range(0, len(items), cfg.shard_size)]
     mine = chunks[rank::world]
-    run = _Run()
+    run = _Run(out / (SKIPS_FILE if world == 1 else f"skips-r{rank}.jsonl"))
+    atomic_write_text(run.skips_file, "")  # this run's skips: every skipped item is tried again
     before = FeatureStore(out).records
     hours_before = sum(float(r["duration"]) for r in before) / 3600
     report_base = {"source": source.name, "split": source.split, "store": str(out), "encoder": encoder.name,
@@ -242,6 +303,7 @@ def prepare(cfg: PrepareConfig, console=None) -> dict:
         if not state.is_main_process:
             return {}
         run = _Run.merge(runs)
+        _gather_skips(out, world)
         # Reopening adopts every process's shards into one index.
         StoreWriter(out, encoder=encoder.name, dim=encoder.dim, frame_rate=encoder.frame_rate, meta=meta)
     records = FeatureStore(out).records
@@ -250,6 +312,21 @@ def prepare(cfg: PrepareConfig, console=None) -> dict:
     if tokenizer is not None and records:
         final["frames_per_token"] = frames_per_token(records, tokenizer, cfg.llm)
     return _write_report(out, final, run, started, source.info, finished=True)
+
+
+def _gather_skips(out: Path, world: int) -> None:
+    """The processes' skip files, in process order, become the store's one `skips.jsonl`."""
+    parts = [out / f"skips-r{rank}.jsonl" for rank in range(world)]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            for part in parts:
+                with open(part, "rb") as lines:
+                    shutil.copyfileobj(lines, f)
+
+    atomic_write(out / SKIPS_FILE, write)
+    for part in parts:
+        part.unlink()
 
 
 def _check_same_source(out: Path, meta: dict) -> None:
@@ -271,9 +348,9 @@ def _write_report(out: Path, base: dict, run: _Run, started: float, source_info:
         **base,
         "finished": finished,
         "encoded_now": run.encoded,
-        "skipped": len(run.skipped),
-        "skip_reasons": dict(Counter(s["reason"] for s in run.skipped)),
-        "skipped_items": run.skipped,
+        "skipped": sum(run.skip_reasons.values()),
+        "skip_reasons": dict(run.skip_reasons),
+        "skips": str(out / SKIPS_FILE),  # one line per skipped item
         "seconds": round(wall, 2),
         "encode_seconds": round(run.encode_seconds, 2),
         "utterances_per_second": round(run.encoded / wall, 2) if run.encoded else None,

@@ -38,6 +38,7 @@ from smap.fileio import atomic_write_text
 from smap.llm import LLMEmbeddings, load_embeddings, pad_record, tokenizer_fingerprint
 from smap.losses import cosine_token_ce, nearest_tokens, pad_targets, weighted_mse
 from smap.mapper import COMPRESSIONS, MapperConfig, SpeechMapper, preset
+from smap.progress import literal
 from smap.text import normalize, wer
 from smap.training import LoopConfig, TrainingError, console, fit, make_accelerator
 
@@ -185,7 +186,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
         raise ValueError(f"--max-cut-share must be a share in [0, 1], not {cfg.max_cut_share}")
     if cfg.ctc_align and cfg.compress != "ctc":
         raise ValueError(f"--ctc-align cuts by a CTC head's alignment: it needs --compress ctc, not {cfg.compress!r}")
-    acc = make_accelerator(cfg)
+    acc, chosen = make_accelerator(cfg)
     emb = load_embeddings(cfg.llm)
     stores = open_stores(cfg.train)
     train = UtteranceDataset(stores, emb.tokenizer)
@@ -216,7 +217,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     console.print(
         f"Stage 1: {len(train)} utterances ({sum(r.get('duration', 0) for r in train.records) / 3600:.2f} h), "
         f"mapper {model.num_parameters() / 1e6:.2f}M parameters, LLM embeddings {tuple(emb.weight.shape)} "
-        f"from {cfg.llm}, targets padded with {pad['pad_token']} (id {pad['pad_id']}, the {pad['pad_rule']}); "
+        f"from {literal(cfg.llm)}, targets padded with {literal(pad['pad_token'])} "
+        f"(id {pad['pad_id']}, the {pad['pad_rule']}); "
         f"targets cut for {n_cut} utterances ({100 * n_cut / len(train):.1f}%)",
         highlight=False,
     )
@@ -238,13 +240,13 @@ def pretrain(cfg: PretrainConfig) -> Path:
     evaluate = (lambda m: objective.validate(m, valid, cfg.max_frames, cfg.max_valid)) if valid else None
     result = fit(acc, cfg, model, sampler, loader, objective.loss, evaluate, run_name="pretrain",
                  hparams={"preset": cfg.preset, "alpha": cfg.alpha, "ce_weight": cfg.ce_weight, "llm": cfg.llm,
-                          "compress": cfg.compress, "ctc_align": cfg.ctc_align})
+                          "compress": cfg.compress, "ctc_align": cfg.ctc_align, "precision": chosen.mixed_precision})
 
     target = out / MAPPER_DIR
     if acc.is_main_process:
         acc.unwrap_model(model).save_pretrained(target)
-        report = {**result, "utterances": len(train), "cut_utterances": n_cut, **pad,
+        report = {**result, "utterances": len(train), "cut_utterances": n_cut, **pad, "precision": chosen.record(),
                   "parameters": model.num_parameters(), "config": {k: v for k, v in asdict(cfg).items()}}
         atomic_write_text(out / "pretrain_report.json", json.dumps(report, indent=2))
-        console.print(f"mapper saved to {target}")
+        console.print(f"mapper saved to {literal(target)}")
     return target

@@ -1,5 +1,5 @@
 """Progress on long work (encoding a corpus, a training run): a rich bar on a terminal, plain lines
-in a log.
+in a log; and data shown as data on a console (`printable`, `literal`, `one_line`).
 
 Rich draws its bar on a console that is not a terminal (a log file, `| tee`, a CI job) only once, at
 the end; there a line at most every LOG_EVERY_S seconds, and the last one, tell that the work moves::
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
@@ -24,6 +25,28 @@ Advance = Callable[[int], None]
 # update(advance=0, completed=None, info=None): the amount just done (so an `update` is an `Advance`),
 # or the count reached, and the short text beside the count (a rate, a loss), kept until the next one.
 Update = Callable[..., None]
+
+
+def printable(value: object) -> str:
+    """`value` as text for one console line: control characters escaped as Python writes them
+    (a newline as \\n, a terminal escape as \\x1b), so that a datum (an id, a transcript, a model's
+    output) stays on its line and cannot drive the terminal."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def literal(value: object) -> str:
+    """`printable(value)` for a place in rich markup: a datum holding '[/INST]' or '[bold]' is shown
+    as written, never read as a style (nor refused with a MarkupError)."""
+    return escape(printable(value))
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def silent(n: int) -> None:
@@ -71,7 +94,9 @@ def progress(console: Console | None, description: str, total: int, unit: str, c
         yield lambda advance=0, completed=None, info=None: None
         return
     if console.is_terminal:
-        bar = Progress(TextColumn(f"[bold]{description}[/]"), BarColumn(), MofNCompleteColumn(),
+        # the column formats its text with str.format: braces in a folder's name are doubled
+        shown = literal(description).replace("{", "{{").replace("}", "}}")
+        bar = Progress(TextColumn(f"[bold]{shown}[/]"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
                        BudgetTimeRemaining(deadline), console=console)
         with bar:
@@ -121,5 +146,5 @@ class _Lines:
         parts = [f"{self.done}/{self.total} {self.unit}", self.info, f"{_clock(now - self.start)} elapsed",
                  f"{_clock(left)} left" if left is not None and self.done < self.total else ""]
         # soft_wrap: one line however narrow the console (a log's width is rich's default, 80)
-        self.console.print(f"{self.description}: " + ", ".join(p for p in parts if p), markup=False, highlight=False,
-                           soft_wrap=True)
+        self.console.print(printable(f"{self.description}: " + ", ".join(p for p in parts if p)), markup=False,
+                           highlight=False, soft_wrap=True)

@@ -10,15 +10,23 @@ Run folder:
     checkpoints/step-000500/   accelerator.save_state + trainer_state.json (renamed into place whole)
     log.jsonl                  one line per logged step or evaluation, with wall-clock seconds
     tb/                        TensorBoard
+
+One run per folder: a run takes a lock on it (a second trainer stops at once) and refuses a folder
+that holds anything unless told to `resume` the run there or `overwrite` it. Each checkpoint
+records its run's id, so that pruning never removes another run's, and the training data's
+fingerprint, so that `--resume` refuses stores that changed; a checkpoint that cannot be read is
+named and the one before it is resumed from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import shutil
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,11 +38,15 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, set_seed
 from rich.console import Console
 
-from smap.fileio import atomic_write_text
-from smap.progress import progress
+from smap.fileio import FolderLock, append_lines, atomic_write_text, replace_dir
+from smap.precision import Precision, resolve
+from smap.progress import literal, one_line, progress
 
 console = Console(stderr=True)
 STATE_FILE = "trainer_state.json"
+# What a run writes in its folder (this loop's, then pretrain's and attach's): what --overwrite removes.
+RUN_FILES = ("checkpoints", "log.jsonl", "tb", "mapper", "mapper_config.json", "pretrain_report.json",
+             "attach_config.json", "attach_report.json", "samples.jsonl", "smap_model.json")
 
 
 class TrainingError(RuntimeError):
@@ -50,33 +62,83 @@ class LoopConfig:
     weight_decay: float = 0.01
     grad_accum: int = 1
     clip: float = 1.0
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"  # smap.precision: bf16 only where the device computes it natively
     seed: int = 0
     save_every: int = 500
     eval_every: int = 500
     log_every: int = 10
     keep: int = 2
     resume: bool = False
+    overwrite: bool = False  # remove the run in `out` first
     time_budget: float | None = None  # minutes
     max_bad_steps: int = 5  # consecutive non-finite losses before giving up
     eval_at_start: bool = False  # validate before the first step too (the starting point of the curve)
     workers: int = 0  # DataLoader processes reading batches beside the step (a GPU's data wait)
 
 
-def make_accelerator(cfg: LoopConfig) -> Accelerator:
-    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
-        raise ValueError(f"--mixed-precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
+def make_accelerator(cfg: LoopConfig) -> tuple[Accelerator, Precision]:
+    """The run's Accelerator, in the precision `cfg.mixed_precision` resolves to on its device
+    (`smap.precision.resolve`: 'auto' is bf16 only where the device computes it natively); printed."""
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    chosen = resolve(cfg.mixed_precision, "cpu" if cpu or not torch.cuda.is_available() else "cuda")
     # Accelerate keeps one state per process; a second run in the same process (tests, notebooks)
     # with another precision would be refused.
     AcceleratorState._reset_state(True)
     acc = Accelerator(
-        mixed_precision=cfg.mixed_precision,
+        mixed_precision=chosen.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=cfg.out, logging_dir=str(Path(cfg.out) / "tb")),
     )
     set_seed(cfg.seed)
-    return acc
+    claim_run_folder(acc, cfg)
+    if acc.is_local_main_process:
+        console.print(f"precision: {chosen}", highlight=False)
+    return acc, chosen
+
+
+# The run folders this process has locked, held until it ends: pretrain and attach still write their
+# model after `fit`. A process that runs again in a folder it holds (tests, a notebook) keeps its lock.
+_held: dict[Path, FolderLock] = {}
+
+
+def claim_run_folder(acc: Accelerator, cfg: LoopConfig) -> None:
+    """Lock `cfg.out` (main process) and make sure that it holds no other run: a folder with
+    anything in it is refused unless `cfg.resume` (continue that run) or `cfg.overwrite` (remove
+    its files first; anything that is not a run's file is left, and refused)."""
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite replaces it: give one of them")
+    out = Path(cfg.out)
+    if acc.is_main_process and out.resolve() not in _held:
+        _held[out.resolve()] = FolderLock(out)
+    found = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if found and not (cfg.resume or cfg.overwrite):
+        raise TrainingError(f"--out {out} holds another run ({', '.join(found)}): give --resume to continue it, "
+                            "--overwrite to replace it, or another --out")
+    others = [name for name in found if name not in RUN_FILES and not (name.startswith(".") and ".tmp" in name)]
+    if found and cfg.overwrite and others:
+        raise TrainingError(f"--out {out}: --overwrite removes a run's files, and {', '.join(others)} is not one; "
+                            "move it, or choose another --out")
+    acc.wait_for_everyone()  # every process has looked before a file goes
+    if found and cfg.overwrite and acc.is_main_process:
+        for name in found:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        console.print(f"--overwrite: removed {literal(', '.join(found))} from {literal(out)}", highlight=False)
+    acc.wait_for_everyone()
+
+
+def data_fingerprint(dataset) -> str | None:
+    """What a run trains on, for `--resume` to check: the stores' shards (names and checksums), in
+    order. None for a dataset not read from stores (no `stores`)."""
+    stores = getattr(dataset, "stores", None)
+    if stores is None:
+        return None
+    shards = [[(s["file"], s["sha256"]) for s in store.info.shards] for store in stores]
+    return hashlib.sha256(json.dumps(shards).encode()).hexdigest()[:16]
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int,
@@ -108,9 +170,16 @@ def checkpoints(out: str | Path) -> list[Path]:
 SCHEDULE_FILE = "custom_checkpoint_0.pkl"
 
 
+def _run_of(checkpoint: Path) -> str | None:
+    try:
+        return json.loads((checkpoint / STATE_FILE).read_text()).get("run")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class Checkpointer:
     """Saves to a temporary folder and renames it into place, so a kill or a full disk never
-    leaves a half-written checkpoint where `--resume` would find it.
+    leaves a half-written checkpoint where `--resume` would find it; keeps the run's newest `keep`.
 
     The scheduler is not prepared (see `fit`), so accelerate saves it only as a registered object."""
 
@@ -124,6 +193,8 @@ class Checkpointer:
             self.registered = True
 
     def save(self, step: int, state: dict) -> Path | None:
+        """Checkpoint `step` with the trainer `state` (its "run": the run's id; older checkpoints of
+        that run beyond `keep` are removed, another run's never)."""
         self._register()
         final = self.root / f"step-{step:06d}"
         tmp = self.root / f".tmp-step-{step:06d}"
@@ -133,10 +204,10 @@ class Checkpointer:
             self.acc.wait_for_everyone()
             self.acc.save_state(str(tmp))
             if self.acc.is_main_process:
-                (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}))
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)
-                for old in checkpoints(self.root.parent)[: -self.keep]:
+                (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}))  # tmp is renamed whole below
+                replace_dir(tmp, final)
+                ours = [c for c in checkpoints(self.root.parent) if _run_of(c) == state["run"]]
+                for old in ours[: -self.keep]:
                     shutil.rmtree(old, ignore_errors=True)
             self.acc.wait_for_everyone()
             return final
@@ -144,21 +215,39 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
             last = checkpoints(self.root.parent)
             console.print(
-                f"[bold yellow]warning:[/] checkpoint at step {step} failed ({e.strerror or e}); "
-                f"the last good one is {last[-1] if last else 'none'} and is intact"
+                f"[bold yellow]warning:[/] checkpoint at step {step} failed ({literal(e.strerror or e)}); "
+                f"the last good one is {literal(last[-1] if last else 'none')} and is intact"
             )
             return None
 
     def restore(self) -> dict:
-        """Load the newest checkpoint into the accelerator; return its trainer state."""
+        """Load the newest checkpoint that every process can read into the accelerator; return its
+        trainer state. One that cannot be read (cut by a crash, damaged) is named in one line and the
+        one before it tried."""
         found = checkpoints(self.root.parent)
         if not found:
             raise FileNotFoundError(f"{self.root}: no checkpoint to resume from")
-        older = not (found[-1] / SCHEDULE_FILE).is_file()  # from an smap that prepared the scheduler
+        for n, checkpoint in enumerate(reversed(found)):
+            try:
+                state, error = self._load(checkpoint), None
+            except Exception as e:  # torch, safetensors and pickle each raise their own types
+                state, error = None, e
+            # All processes resume from the same one, or none does.
+            read = self.acc.gather(torch.tensor([int(error is None)], device=self.acc.device)).all()
+            if read:
+                return state
+            why = literal(one_line(error)) if error is not None else "not readable by another process"
+            console.print(f"[bold yellow]warning:[/] checkpoint {literal(checkpoint)} cannot be read ({why}); "
+                          + ("resuming from the one before" if n + 1 < len(found) else "no other is left"),
+                          highlight=False, soft_wrap=True)
+        raise TrainingError(f"{self.root}: no checkpoint can be read; start the run anew with --overwrite")
+
+    def _load(self, checkpoint: Path) -> dict:
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        older = not (checkpoint / SCHEDULE_FILE).is_file()  # from an smap that prepared the scheduler
         if not older:
             self._register()
-        self.acc.load_state(str(found[-1]))
-        state = json.loads((found[-1] / STATE_FILE).read_text())
+        self.acc.load_state(str(checkpoint))
         if older:  # the schedule is a function of the optimiser step: replay it there
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "scheduler stepped before the optimizer"
@@ -173,8 +262,7 @@ class JsonlLog:
 
     def write(self, row: dict) -> None:
         if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            append_lines(self.path, [json.dumps(row)])
 
     def drop_after(self, step: int) -> None:
         """On resume: rows past the checkpoint's step (and a line cut by a kill) go, as those steps are redone."""
@@ -223,14 +311,19 @@ def fit(
 
     # (epoch, pos): where the data stands; batches per epoch vary with the packing, so both are kept.
     step, epoch, pos, bad_total, elapsed_before = 0, 0, 0, 0, 0.0
+    run_id, data = uuid.uuid4().hex[:12], data_fingerprint(loader.dataset)
     if cfg.resume and checkpoints(cfg.out):
         state = ckpt.restore()
+        if state.get("data", data) != data:  # checkpoints from before the fingerprint pass
+            raise TrainingError(f"--resume: the --train stores changed since the run in {cfg.out} started (their "
+                                "shards differ): resume with the stores it started with, or start anew with --overwrite")
         step, epoch, pos = state["step"], state["epoch"], state["pos"]
         bad_total, elapsed_before = state["bad_steps"], state["elapsed"]
+        run_id = state.get("run", run_id)
         log.drop_after(step)
         console.print(f"resuming from step {step}")
     elif cfg.resume:
-        console.print(f"[yellow]no checkpoint in {cfg.out}; starting from scratch[/]")
+        console.print(f"[yellow]no checkpoint in {literal(cfg.out)}; starting from scratch[/]")
     acc.init_trackers(run_name, config={k: v for k, v in {**asdict(cfg), **(hparams or {})}.items()
                                         if isinstance(v, (int, float, str, bool))})
 
@@ -242,7 +335,8 @@ def fit(
     running, n_running = 0.0, 0
 
     def state() -> dict:
-        return {"epoch": epoch, "pos": pos, "bad_steps": bad_total, "elapsed": time.monotonic() - t0}
+        return {"epoch": epoch, "pos": pos, "bad_steps": bad_total, "elapsed": time.monotonic() - t0, "run": run_id,
+                "data": data}
 
     def run_eval() -> dict:
         if evaluate is None:

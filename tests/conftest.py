@@ -102,6 +102,16 @@ def sentences() -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) for _ in range(40)]
 
 
+@pytest.fixture()
+def fresh_accelerate_state():
+    # Accelerate keeps one process-wide state and refuses another precision within a process.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Converted GGUF tokenizers/models are cached once per test session, not in the user's home.

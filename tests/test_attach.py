@@ -105,16 +105,6 @@ def test_ce_plus_mse_adds_the_weighted_stage1_loss(tmp_path, setup):
     assert logs[2.0]["mse"] > 0
 
 
-@pytest.fixture()
-def fresh_accelerate_state():
-    # Accelerate keeps one process-wide state and refuses another precision within a process.
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
-
-
 def test_bf16_mixed_precision_runs_the_llm_in_bf16_and_keeps_the_mapper_fp32(tmp_path, setup, monkeypatch,
                                                                              fresh_accelerate_state):
     train, valid, mapper = setup
@@ -126,6 +116,24 @@ def test_bf16_mixed_precision_runs_the_llm_in_bf16_and_keeps_the_mapper_fp32(tmp
     assert all(p.dtype == torch.float32 for p in SpeechMapper.from_pretrained(out / "mapper").parameters())
     losses = [r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(losses) == 2 and all(0 < x < 20 for x in losses)
+    # asked for on a CPU: kept, and the run says what it costs there where bf16 is not native
+    from smap.precision import resolve
+
+    assert json.loads((out / "attach_report.json").read_text())["precision"] == resolve("bf16", "cpu").record()
+
+
+def test_auto_precision_is_resolved_by_the_cpu_and_recorded(tmp_path, setup, monkeypatch, fresh_accelerate_state):
+    from smap.precision import resolve
+
+    train, valid, mapper = setup
+    built = []
+    build = SpeechLLM.build.__func__
+    monkeypatch.setattr(SpeechLLM, "build", classmethod(lambda cls, *a, **k: built.append(build(cls, *a, **k)) or built[-1]))
+    out = attach(_cfg(tmp_path, train, valid, mapper, steps=1, show=0))  # the default: auto
+    expected = resolve("auto", "cpu")
+    assert built[0].lm.dtype == expected.dtype
+    for report in ("attach_report.json", "attach_config.json"):
+        assert json.loads((out / report).read_text())["precision"] == expected.record()
 
 
 def test_asr_mix_interleaves_asr_batches_with_the_asked_probability():

@@ -194,3 +194,36 @@ def test_inference_and_training_sit_below_evaluation_and_stage_1():
             "import smap.pretrain; bad = [m for m in sys.modules if m.startswith('smap.evaluate')]; assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("precision, dtype", [("no", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_the_frozen_llm_is_loaded_in_the_precision_asked_and_the_mapper_stays_fp32(model_dir, precision, dtype):
+    from smap.precision import DTYPES
+
+    model = load_model(model_dir, dtype=DTYPES[precision])
+    assert {p.dtype for p in model.lm.llm.parameters()} == {dtype}
+    assert {p.dtype for p in model.mapper.parameters()} == {torch.float32}
+
+
+def test_infer_and_evaluate_load_the_llm_in_the_resolved_precision(tmp_path, sentences, model_dir, monkeypatch):
+    from smap import generate
+    from smap.precision import resolve
+
+    store = write_store(tmp_path / "s", sentences[:2])
+    loaded = []
+    real = generate.load_model
+    monkeypatch.setattr(generate, "load_model", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    for args in (["infer", "--model", str(model_dir), "--store", str(store), "--max-new-tokens", "2"],
+                 ["evaluate", "--suite", str(store), "--model", str(model_dir), "--max-new-tokens", "2",
+                  "--out", str(tmp_path / "eval")]):
+        auto = runner.invoke(app, args, terminal_width=400)
+        assert auto.exit_code == 0, auto.output
+        assert f"precision: {resolve('auto', 'cpu')}" in auto.output
+        assert loaded[-1].lm.dtype == resolve("auto", "cpu").dtype
+        chosen = runner.invoke(app, [*args, "--mixed-precision", "bf16"], terminal_width=400)
+        assert chosen.exit_code == 0, chosen.output
+        assert loaded[-1].lm.dtype == torch.bfloat16
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["systems"]["smap"]["inference"]["precision"] == "bf16"
+    bad = runner.invoke(app, ["infer", "--model", str(model_dir), "--store", str(store), "--mixed-precision", "fp8"])
+    assert bad.exit_code == 2 and "--mixed-precision must be one of auto, no, fp16, bf16, not 'fp8'" in bad.output

@@ -348,7 +348,7 @@ def test_defaults_are_the_papers(tmp_path):
     assert re.search(r"smap pretrain --train data/paper/train/librispeech/train-clean-100 "
                      r"--train \S+/train-clean-360 --train \S+/train-other-500 --valid \S+/dev-clean "
                      r"--llm utter-project/EuroLLM-9B-Instruct --preset paper --alpha 5 ", stage1)
-    assert "--warmup 100000" in stage1 and "--mixed-precision bf16" in stage1
+    assert "--warmup 100000" in stage1 and "--mixed-precision auto" in stage1
     assert "--out runs/paper/eurollm-9b-instruct/stage1" in stage1
 
     llama = _dry("stage1.sh", tmp_path, LLM="meta-llama/Llama-3.1-8B-Instruct")

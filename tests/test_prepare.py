@@ -33,6 +33,11 @@ def tiny_encoder(tmp_path_factory) -> str:
     return str(folder)
 
 
+def skips(store: Path) -> list[dict]:
+    """The skipped items of the last run on `store`, from its skips.jsonl."""
+    return [json.loads(line) for line in (store / "skips.jsonl").read_text().splitlines()]
+
+
 def _shards(store: Path) -> dict[str, tuple[str, int]]:
     return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(store.glob("shard-*.safetensors"))}
@@ -80,10 +85,11 @@ def test_bad_items_are_skipped_named_and_not_redone(tmp_path, tiny_encoder, monk
     for uid, reason in expected.items():
         assert f"skip {uid}: {reason}" in result.output
     report = json.loads((out / "prepare_report.json").read_text())
-    assert {s["id"]: s["reason"] for s in report["skipped_items"]} == expected
+    assert {s["id"]: s["reason"] for s in skips(out)} == expected and len(skips(out)) == 5
     assert report["skip_reasons"] == {"unreadable": 1, "missing": 1, "empty": 2, "untranscribed": 1}
+    assert report["skips"] == str(out / "skips.jsonl") and "skipped_items" not in report
     assert (report["items"], report["stored"], report["encoded_now"], report["finished"]) == (7, 2, 2, True)
-    assert "missing.wav: no such audio file" in next(s["detail"] for s in report["skipped_items"] if s["id"] == "missing")
+    assert "missing.wav: no such audio file" in next(s["detail"] for s in skips(out) if s["id"] == "missing")
     store = FeatureStore(out)
     assert sorted(r["id"] for r in store.records) == ["good1", "good2"]
     for rec, feats in store:
@@ -99,6 +105,7 @@ def test_bad_items_are_skipped_named_and_not_redone(tmp_path, tiny_encoder, monk
     report = json.loads((out / "prepare_report.json").read_text())
     assert (report["encoded_now"], report["stored_before"], report["stored"], report["skipped"]) == (0, 2, 2, 5)
     assert _shards(out) == before  # no shard rewritten
+    assert {s["id"] for s in skips(out)} == set(expected) and len(skips(out)) == 5  # this run's skips, each once
 
 
 def test_too_long_and_frames_per_token(tmp_path, tiny_encoder, tiny_llama):
@@ -113,7 +120,7 @@ def test_too_long_and_frames_per_token(tmp_path, tiny_encoder, tiny_llama):
     cfg = PrepareConfig(source=str(data / "m.jsonl"), out=str(tmp_path / "s"), encoder=tiny_encoder, max_seconds=3.0,
                         llm=str(tiny_llama))
     report = prepare(cfg)
-    assert [(s["id"], s["reason"]) for s in report["skipped_items"]] == [("long", "too long")]
+    assert [(s["id"], s["reason"]) for s in skips(tmp_path / "s")] == [("long", "too long")]
     fpt = report["frames_per_token"]
     (rec,) = FeatureStore(tmp_path / "s").records
     tokens = len(texts["short"].split())  # the tiny tokenizer has one token per word
@@ -196,3 +203,97 @@ def test_two_processes_share_the_work(tmp_path, tiny_encoder):
     assert sorted(r["id"] for r in store.records) == [f"tts-test-{i:05d}" for i in range(12)]
     report = json.loads((out / "prepare_report.json").read_text())
     assert (report["stored"], report["encoded_now"], report["skipped"]) == (12, 12, 0)
+
+
+def _manifest(folder: Path, rows: list[dict]) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_skips_go_to_a_jsonl_of_their_own_each_once(tmp_path, tiny_encoder):
+    """A wrong --audio-dir on a large manifest: each row a named skip, written once, not the whole
+    list rewritten into the report after every shard."""
+    data = tmp_path / "d"
+    data.mkdir()
+    sf.write(data / "good.wav", synthesize("the cat sat on the mat").numpy(), 16000)
+    rows = [{"id": "good", "audio": "good.wav", "text": "the cat sat on the mat"}]
+    rows += [{"id": f"gone{i:03d}", "audio": f"gone{i:03d}.wav", "text": "not here"} for i in range(40)]
+    cfg = PrepareConfig(source=str(_manifest(data, rows)), out=str(tmp_path / "s"), encoder=tiny_encoder, shard_size=4)
+    for _ in range(2):  # a re-run tries every skipped row again, and lists this run's skips
+        report = prepare(cfg)
+        assert [s["id"] for s in skips(tmp_path / "s")] == [f"gone{i:03d}" for i in range(40)]
+        assert all(s["reason"] == "missing" and s["detail"].endswith("no such audio file") for s in skips(tmp_path / "s"))
+        assert (report["skipped"], report["skip_reasons"]) == (40, {"missing": 40})
+        assert report["skips"] == str(tmp_path / "s" / "skips.jsonl")
+        saved = json.loads((tmp_path / "s" / "prepare_report.json").read_text())
+        assert "gone000" not in json.dumps(saved) and saved["skipped"] == 40  # counts, never the list
+
+
+def test_a_very_long_text_is_a_named_skip(tmp_path, tiny_encoder):
+    from smap.prepare import MAX_TEXT_CHARS
+
+    data = tmp_path / "d"
+    data.mkdir()
+    sf.write(data / "a.wav", synthesize("the cat sat on the mat").numpy(), 16000)
+    long = "word " * (MAX_TEXT_CHARS // 5) + "x"
+    rows = [{"id": "fine", "audio": "a.wav", "text": "the cat sat on the mat"},
+            {"id": "book", "audio": "a.wav", "text": long},
+            {"id": "essay", "audio": "a.wav", "text": "the cat", "translation": long},
+            {"id": "menu", "audio": "a.wav", "text": "the cat", "choices": ["a choice"] * 100_000}]  # 1.4 MB of record
+    report = prepare(PrepareConfig(source=str(_manifest(data, rows)), out=str(tmp_path / "s"), encoder=tiny_encoder))
+    assert [r["id"] for r in FeatureStore(tmp_path / "s").records] == ["fine"]
+    found = [(s["id"], s["reason"], s["detail"]) for s in skips(tmp_path / "s")]
+    assert found[:2] == [("book", "long text", f"text: {len(long)} characters, more than {MAX_TEXT_CHARS}"),
+                         ("essay", "long text", f"translation: {len(long)} characters, more than {MAX_TEXT_CHARS}")]
+    assert found[2][:2] == ("menu", "long text") and "utterance 'menu' has 1400" in found[2][2]
+    assert report["skip_reasons"] == {"long text": 3}
+
+
+def test_an_encoder_failure_costs_its_clip_only_and_a_rerun_goes_past_it(tmp_path, tiny_encoder, monkeypatch, capsys):
+    """A clip the encoder cannot take fails its whole batch: the batch is encoded again clip by
+    clip, that clip is skipped and named (as is one with non-finite features), the others stored."""
+    from rich.console import Console
+
+    import smap.prepare
+
+    data = tmp_path / "d"
+    data.mkdir()
+    texts = {"a": "the cat sat on the mat", "b": "a dog ran in the park", "poison": "one more way",
+             "nan": "the water was long", "c": "we made it"}
+    for uid, text in texts.items():
+        sf.write(data / f"{uid}.wav", synthesize(text).numpy(), 16000)
+    poison = len(synthesize(texts["poison"]))
+    nan = len(synthesize(texts["nan"]))
+    real = smap.prepare.load_encoder
+    batch_sizes = []
+
+    def load_encoder(spec, **options):
+        encoder = real(spec, **options)
+        encode = encoder.encode
+
+        def failing(waves):
+            batch_sizes.append(len(waves))
+            if any(len(w) == poison for w in waves):
+                raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore detail")
+            return [f * float("nan") if len(w) == nan else f for w, f in zip(waves, encode(waves))]
+
+        encoder.encode = failing
+        return encoder
+
+    monkeypatch.setattr(smap.prepare, "load_encoder", load_encoder)
+    rows = [{"id": uid, "audio": f"{uid}.wav", "text": text} for uid, text in texts.items()]
+    cfg = PrepareConfig(source=str(_manifest(data, rows)), out=str(tmp_path / "s"), encoder=tiny_encoder)
+    for run in range(2):
+        report = prepare(cfg, console=Console(stderr=True, width=200))
+        assert sorted(r["id"] for r in FeatureStore(tmp_path / "s").records) == ["a", "b", "c"]
+        assert sorted((s["id"], s["reason"], s["detail"]) for s in skips(tmp_path / "s")) == [
+            ("nan", "encoder", "non-finite features (NaN, or beyond float16's range)"),
+            ("poison", "encoder", "RuntimeError: CUDA error: an illegal memory access was encountered")]
+        assert report["skip_reasons"] == {"encoder": 2} and report["encoded_now"] == (3 if run == 0 else 0)
+    assert batch_sizes[:6] == [5, 1, 1, 1, 1, 1]  # the batch, then each clip alone
+    assert batch_sizes[6:] == [2, 1, 1]  # the re-run: the two skipped clips, then each alone
+    err = capsys.readouterr().err
+    assert "encoder failed on a batch of 5 clips (RuntimeError: CUDA error: an illegal memory access was encountered); " \
+           "encoding them one by one" in err

@@ -187,7 +187,7 @@ def test_help_explains_every_option():
     (["--train", "nowhere"], "nowhere: not a feature store"),
     (["--llm", "missing.gguf"], "missing.gguf: no such GGUF file"),
     (["--preset", "huge"], "unknown mapper preset 'huge'"),
-    (["--mixed-precision", "fp8"], "--mixed-precision must be no, fp16 or bf16"),
+    (["--mixed-precision", "fp8"], "--mixed-precision must be one of auto, no, fp16, bf16"),
     (["--compress", "bpe"], "--compress must be none or ctc, not 'bpe'"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, stores, tiny_llama, args, message):

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from conftest import REPO
+from smap.data.store import FeatureStore
 
 
 @pytest.mark.embedded
@@ -17,8 +18,12 @@ def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_pa
                          capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
 
-    for split in ("train", "dev", "test", "everyday", "train-qa", "test-qa"):
+    for split in ("train", "dev", "test", "everyday", "train-qa", "test-qa", "test-flite"):
         assert (work / "data" / "tts" / split / "store.json").is_file(), split
+    # Training speech from two synthesiser families; Flite only in its held-out test split.
+    families = lambda split: {r["speaker"].split(":")[0] if ":" in r["speaker"] else "espeak"  # noqa: E731
+                              for r in FeatureStore(work / "data" / "tts" / split).records}
+    assert families("train") == {"espeak", "pico"} and families("test-flite") == {"flite"}
     report = json.loads((work / "data" / "tts" / "train" / "prepare_report.json").read_text())
     assert report["stored"] == 1000 and report["finished"]
     assert (work / "pretrain" / "mapper" / "model.safetensors").is_file()
@@ -33,9 +38,10 @@ def test_fast_quickstart_runs_every_stage_and_attaching_lowers_heldout_ce(tmp_pa
     task = json.loads((work / "attach-task" / "smap_model.json").read_text())
     assert task["provenance"]["mode"] == "task" and task["provenance"]["asr_mix"] == 0.5
     results = json.loads((work / "eval" / "results.json").read_text())
-    rows = {(r["split"], r["system"]) for r in results["results"]}
+    rows = {(f"{r['suite']}/{r['split']}", r["system"]) for r in results["results"]}
     systems = ("transcript", "cascade", "stage1", "stage1-nearest", "attach-ce", "attach-ce-mse", "attach-task")
-    assert {(split, s) for split in ("test", "everyday", "test-qa") for s in systems} <= rows
+    splits = ("tts/test", "tts/test-flite", "tts/everyday", "tts/test-qa", "real/test")  # real: setup's recordings
+    assert {(split, s) for split in splits for s in systems} <= rows
     table = (work / "eval" / "results.md").read_text()
     assert all(s in table for s in systems)
     # The learning curves hold held-out WER for Stage 1 and for each attach run, from its start.

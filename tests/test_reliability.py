@@ -13,6 +13,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_attach import save_mapper  # tests/ is on sys.path: its conftest.py has no package
-from test_prepare import tiny_encoder  # noqa: F401  (a fixture)
+from test_prepare import skips, tiny_encoder  # noqa: F401  (a fixture)
 from typer.testing import CliRunner
 
 from conftest import child_env, write_store
@@ -115,7 +116,7 @@ def test_prepare_resamples_downmixes_and_names_every_bad_row(tmp_path, tiny_enco
     result = ok(runner.invoke(app, ["prepare", "--dataset", str(manifest), "--out", str(out),
                                     "--encoder", tiny_encoder, "--shard-size", "4"]))
     report = json.loads((out / "prepare_report.json").read_text())
-    skipped = {s["id"]: (s["reason"], s["detail"]) for s in report["skipped_items"]}
+    skipped = {s["id"]: (s["reason"], s["detail"]) for s in skips(out)}
     assert skipped["m.jsonl:4"] == ("invalid", "line 4: not UTF-8 text (byte 0xe9)")
     assert skipped["m.jsonl:6"][0] == "invalid" and skipped["m.jsonl:6"][1].startswith("line 6: malformed JSON")
     assert skipped["m.jsonl:8"] == ("invalid", "line 8: not a JSON object")
@@ -428,3 +429,197 @@ def test_fuzz_mapper_config_and_weights(mapper_folder, changes, drop, raw, weigh
             return
         assert all(torch.isfinite(p).all() and p.device.type == "cpu" for p in model.parameters())
         assert not math.isnan(model.config.dropout)
+
+
+# -- data printed as data: ids, transcripts, outputs and paths holding markup or control characters --
+
+def test_an_id_holding_markup_or_control_characters_is_printed_as_written(tmp_path, tiny_encoder):
+    """`x[/INST]` was read as a closing tag: MarkupError, exit 1, the good clip beside it unstored."""
+    d = tmp_path / "d"
+    d.mkdir()
+    sf.write(d / "good.wav", synthesize("the cat sat on the mat").numpy(), 16000)
+    rows = [{"id": "good[bold]", "audio": "good.wav", "text": "[INST] the cat sat on the mat [/INST]"},
+            {"id": "x[/INST]", "audio": "gone.wav", "text": "lost"},
+            {"id": "esc\x1b[2J\nline", "audio": "gone[/red].wav", "text": "lost"}]
+    (d / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "s"
+    result = ok(runner.invoke(app, ["prepare", "--dataset", str(d / "m.jsonl"), "--out", str(out),
+                                    "--encoder", tiny_encoder]))
+    assert "Traceback" not in result.output
+    assert [(r["id"], r["text"]) for r in FeatureStore(out).records] == [("good[bold]", rows[0]["text"])]
+    assert f"skip x[/INST]: missing ({d / 'gone.wav'}: no such audio file)" in result.output
+    assert f"skip esc\\x1b[2J\\nline: missing ({d / 'gone[/red].wav'}: no such audio file)" in result.output
+    assert "\x1b[2J" not in result.output and [s["id"] for s in skips(out)] == ["x[/INST]", "esc\x1b[2J\nline"]
+    assert "1 utterances" in result.output and "2 skipped (2 missing)" in result.output
+
+
+def test_an_error_quoting_markup_is_one_plain_line(tmp_path, tiny_llama):
+    store = tmp_path / "no[/INST]store"
+    result = runner.invoke(app, ["pretrain", "--train", str(store), "--llm", str(tiny_llama), "--out", str(tmp_path / "o")])
+    one_line_error(result, f"{store}: not a feature store (no store.json)")
+    bad = tmp_path / "esc\x1b]0;title\x07"
+    result = runner.invoke(app, ["pretrain", "--train", str(bad), "--llm", str(tiny_llama), "--out", str(tmp_path / "o")])
+    one_line_error(result, f"{tmp_path}/esc\\x1b]0;title\\x07: not a feature store")
+
+
+def test_validation_samples_holding_markup_are_shown_as_written(tmp_path, sentences, tiny_llama, capsys):
+    from smap.attach import AttachConfig, attach
+
+    train = write_store(tmp_path / "train", sentences[:8])
+    valid = tmp_path / "valid"
+    with StoreWriter(valid, encoder="test-encoder", dim=16, frame_rate=50.0) as w:
+        w.add({"id": "v[/INST]", "text": "the [bold] cat", "duration": 1.0}, torch.randn(48, 16))
+    attach(AttachConfig(out=str(tmp_path / "run"), mapper=str(save_mapper(tmp_path / "mapper", tiny_llama)),
+                        train=[str(train)], valid=[str(valid)], steps=1, warmup=0, max_frames=300, eval_every=1000,
+                        save_every=1000, show=1, valid_decode=1, asr_target="raw"))
+    assert "v[/INST] ref: the [bold] cat" in " ".join(capsys.readouterr().err.split())
+
+
+def test_evaluate_prints_paths_holding_markup_as_written(tmp_path, tiny_llama):
+    root = tmp_path / "da[/x]ta"
+    result = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--systems", "transcript", "--llm", str(tiny_llama),
+                                 "--data-root", str(root), "--out", str(tmp_path / "o[/y]")], terminal_width=400)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output  # a split not run
+    assert f"not run: tts/test: no feature store at {root / 'tts' / 'test'}" in result.output
+    assert f"report:{tmp_path / 'o[/y]' / 'results.json'}," in "".join(result.output.split())  # rich wraps paths
+
+
+def test_a_progress_bar_shows_its_description_as_written():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from smap.progress import progress
+
+    console = Console(file=StringIO(), force_terminal=True, width=200)
+    with progress(console, "prepare test -> st[/INST]{0}re", 2, "utterances") as update:
+        update(advance=2)
+    assert "prepare test -> st[/INST]{0}re" in console.file.getvalue()
+
+
+# -- names that become paths --------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["../../evil=DIR", "a/b=DIR", ".hidden=DIR", "x[/INST]=DIR"])
+def test_a_model_name_that_is_not_a_plain_file_name_is_refused(tmp_path, value):
+    result = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--model", value, "--model", "b=DIR2",
+                                 "--out", str(tmp_path / "o")], terminal_width=400)
+    name = value.split("=")[0]
+    one_line_error(result, f"--model {value}: the system name {name!r} may hold only letters, digits")
+    assert not (tmp_path / "o").exists()
+
+
+def test_names_read_back_by_rescore_are_checked_the_same_way(tmp_path):
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "results.json").write_text(json.dumps({"systems": {"../../../evil": {}}, "results": [], "data": {}}))
+    write_store(tmp_path / "data" / "tts" / "test", ["the cat"])
+    result = runner.invoke(app, ["evaluate", "--suite", "tts/test", "--rescore", str(earlier),
+                                 "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "o")], terminal_width=400)
+    one_line_error(result, f"{earlier / 'results.json'}: the system name '../../../evil' may hold only")
+    assert not (tmp_path / "o").exists()
+
+
+# -- two runs, one folder -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["pretrain", "attach"])
+def test_a_folder_holding_another_run_is_refused_without_resume_or_overwrite(tmp_path, sentences, tiny_llama, command):
+    train = write_store(tmp_path / "train", sentences[:8])
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step-000900").mkdir(parents=True)
+    (out / "log.jsonl").write_text('{"step": 900, "loss": 0.1}\n')
+    source = ["--llm", str(tiny_llama), "--preset", "tiny"] if command == "pretrain" else \
+        ["--mapper", str(save_mapper(tmp_path / "mapper", tiny_llama))]
+    result = runner.invoke(app, [command, "--train", str(train), "--out", str(out), "--steps", "1", *source])
+    one_line_error(result, f"--out {out} holds another run (checkpoints, log.jsonl): give --resume to continue it, "
+                           "--overwrite to replace it, or another --out")
+    both = runner.invoke(app, [command, "--train", str(train), "--out", str(out), "--resume", "--overwrite", *source])
+    one_line_error(both, "--resume continues the run in --out, --overwrite replaces it: give one of them")
+    assert _tree(out) == {"log.jsonl": b'{"step": 900, "loss": 0.1}\n'} and (out / "checkpoints" / "step-000900").is_dir()
+
+
+def test_overwrite_replaces_the_old_run_and_keeps_what_is_not_a_run(tmp_path, sentences, tiny_llama):
+    train = write_store(tmp_path / "train", sentences[:24])
+    out = tmp_path / "run"
+    ok(runner.invoke(app, _pretrain_args(train, tiny_llama, out, 6)))
+    assert [p.name for p in checkpoints(out)] == ["step-000004", "step-000006"]
+    again = ok(runner.invoke(app, _pretrain_args(train, tiny_llama, out, 2, ["--overwrite"])))
+    assert "--overwrite: removed checkpoints, log.jsonl, mapper, mapper_config.json, pretrain_report.json, tb" in \
+        " ".join(again.output.split())
+    assert [p.name for p in checkpoints(out)] == ["step-000002"]  # the old run's step 6 is not resumed from later
+    assert [json.loads(r)["step"] for r in (out / "log.jsonl").read_text().splitlines()] == [2]  # one run's log
+    (out / "notes.txt").write_text("mine")
+    kept = runner.invoke(app, _pretrain_args(train, tiny_llama, out, 2, ["--overwrite"]))
+    one_line_error(kept, f"--out {out}: --overwrite removes a run's files, and notes.txt is not one")
+    assert (out / "notes.txt").read_text() == "mine" and [p.name for p in checkpoints(out)] == ["step-000002"]
+
+
+def test_pruning_removes_only_this_runs_checkpoints(tmp_path, fresh_accelerate_state):
+    from smap.training import STATE_FILE, Checkpointer, LoopConfig, make_accelerator
+
+    acc, _ = make_accelerator(LoopConfig(out=str(tmp_path / "run")))
+    model = acc.prepare(torch.nn.Linear(2, 2))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=0.1), lambda s: 1.0)
+    foreign = tmp_path / "run" / "checkpoints" / "step-000900"  # a later step of another run
+    foreign.mkdir(parents=True)
+    (foreign / STATE_FILE).write_text(json.dumps({"step": 900, "run": "another"}))
+    ckpt = Checkpointer(acc, tmp_path / "run", keep=1, scheduler=scheduler)
+    for step in (1, 2):
+        ckpt.save(step, {"run": "this", "epoch": 0, "pos": step})
+    assert [p.name for p in checkpoints(tmp_path / "run")] == ["step-000002", "step-000900"]
+
+
+def test_resume_refuses_training_stores_that_changed(tmp_path, sentences, tiny_llama):
+    train = write_store(tmp_path / "train", sentences[:24])
+    out = tmp_path / "run"
+    ok(runner.invoke(app, _pretrain_args(train, tiny_llama, out, 2)))
+    shutil.rmtree(train)
+    write_store(train, sentences[:24], seed=5)  # prepared again: the same ids, other features
+    result = runner.invoke(app, _pretrain_args(train, tiny_llama, out, 4, ["--resume"]))
+    one_line_error(result, f"--resume: the --train stores changed since the run in {out} started")
+    assert [p.name for p in checkpoints(out)] == ["step-000002"]
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_cannot_be_read(tmp_path, sentences, tiny_llama):
+    train = write_store(tmp_path / "train", sentences[:24])
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    ok(runner.invoke(app, _pretrain_args(train, tiny_llama, straight, 6)))
+    ok(runner.invoke(app, _pretrain_args(train, tiny_llama, out, 6)))
+    newest = out / "checkpoints" / "step-000006"
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # cut by a crash of the disk, not of smap
+    resumed = ok(runner.invoke(app, _pretrain_args(train, tiny_llama, out, 6, ["--resume"])))
+    said = " ".join(resumed.output.split())
+    assert f"warning: checkpoint {newest} cannot be read (" in said and "resuming from the one before" in said
+    assert "resuming from step 4" in said
+    assert _max_diff(_weights(out / "mapper"), _weights(straight / "mapper")) < 1e-5
+
+
+# -- one writer per folder ----------------------------------------------------------------------
+
+HOLD = """
+import sys, time
+from smap.fileio import FolderLock
+lock = FolderLock(sys.argv[1])
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_command_on_a_folder_in_use_stops_at_once(tmp_path, sentences, tiny_llama):
+    train = write_store(tmp_path / "train", sentences[:8])
+    holders = {}
+    try:
+        for name in ("store", "run"):
+            holders[name] = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / name)], stdout=subprocess.PIPE,
+                                             text=True, env=child_env())
+            assert holders[name].stdout.readline().strip() == "locked"
+        busy = runner.invoke(app, ["prepare", "--dataset", "tts", "--limit", "1", "--out", str(tmp_path / "store")])
+        one_line_error(busy, f"{tmp_path / 'store'}: in use by another smap process (pid {holders['store'].pid})")
+        busy = runner.invoke(app, _pretrain_args(train, tiny_llama, tmp_path / "run", 1))
+        one_line_error(busy, f"{tmp_path / 'run'}: in use by another smap process (pid {holders['run'].pid})")
+        assert not (tmp_path / "store").exists() and not (tmp_path / "run").exists()
+    finally:
+        for holder in holders.values():
+            holder.kill()
+            holder.wait()
+    ok(runner.invoke(app, _pretrain_args(train, tiny_llama, tmp_path / "run", 1)))  # a dead holder blocks nothing

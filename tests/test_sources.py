@@ -37,12 +37,13 @@ def test_tts_plan_is_seeded_and_splits_are_disjoint():
     assert set(a) == set(SPLITS)
     for i, x in enumerate(SPLITS):
         for y in SPLITS[i + 1:]:
-            assert not sentences[x] & sentences[y], (x, y)
+            if {x, y} != {"test", "test-flite"}:  # test-flite: the test sentences in an unseen family
+                assert not sentences[x] & sentences[y], (x, y)
     assert len(sentences["train"]) == 400 and len(sentences["test"]) == 60 and len(sentences["dev"]) == 40
     assert len(sentences["everyday"]) == len(read_lines("everyday_sentences.txt"))
     # Held-out voices: no test variant is heard in training.
     variant = lambda u: u.voice.split("+")[1]  # noqa: E731
-    train_variants = {variant(u) for split in ("train", "dev", "train-qa") for u in a[split]}
+    train_variants = {variant(u) for split in ("train", "dev", "train-qa") for u in a[split] if "+" in u.voice}
     for split in ("test", "everyday", "test-qa"):
         assert not {variant(u) for u in a[split]} & train_variants
     # The test sentences do not move when only the training size changes.
@@ -113,8 +114,8 @@ def test_tts_question_vocabulary_sentences_cover_the_questions_and_only_add_to_t
     # A store records the setting only when it is used, so that stores prepared before it existed are still valid.
     assert "qa_vocab_voices" not in open_source("tts", "dev", tts=SMALL).info["corpus"]
     assert open_source("tts", "train", tts=more_cfg).info["corpus"]["qa_vocab_voices"] == 3
-    with pytest.raises(ValueError, match="qa_vocab_voices=17 exceeds the 16 training voices"):
-        CorpusConfig(qa_vocab_voices=17)
+    with pytest.raises(ValueError, match="qa_vocab_voices=19 exceeds the 18 training voices"):
+        CorpusConfig(qa_vocab_voices=19)
 
 
 def test_tts_audio_checksums_do_not_depend_on_order():

@@ -19,7 +19,7 @@ def test_registry_holds_the_papers_suites_and_splits():
     assert got["librispeech"] == [("test-clean", "asr", None), ("test-other", "asr", None)]
     assert got["fleurs"] == [("en", "asr", None)]
     assert got["spokensquad"] == [("test", "sqa", None)]
-    assert got["tts"] == [("test", "asr", None), ("everyday", "asr", None), ("test-qa", "sqa", None)]
+    assert got["tts"] == [("test", "asr", None), ("test-flite", "asr", None), ("everyday", "asr", None), ("test-qa", "sqa", None)]
     for suite in suites.SUITES.values():
         for split in suite.splits:
             assert set(split.metrics) <= set(suites.METRICS), split.key

@@ -25,9 +25,9 @@ LS_TEST=${LS_TEST:-test-clean test-other}
 EUROPARL_PAIRS=${EUROPARL_PAIRS:-en-es en-fr en-de en-it}
 COVOST_PAIRS=${COVOST_PAIRS:-en-de en-zh}
 
-# Training precision, passed to smap (it overrides the Accelerate config's). V100s, the paper's
-# Stage-1 cards, have no bf16: PRECISION=fp16 there.
-PRECISION=${PRECISION:-bf16}
+# Training precision, passed to smap (it overrides the Accelerate config's): auto is bf16 on a GPU
+# that has it and fp16 on one that has not (V100s, the paper's Stage-1 cards); or bf16, fp16, no.
+PRECISION=${PRECISION:-auto}
 
 # Stage 2, shared by the four attach recipes: this LLM's Stage-1 mapper, ~1K steps with the LLM frozen
 # (the paper), held-out CE on dev-clean. The rate, warm-up and batch budget are smap's defaults: the

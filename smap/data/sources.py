@@ -1,12 +1,14 @@
 """Speech data sources, each mapped to the store's record schema (see smap.data.store).
 
 `open_source(name, split, ...)` lists a source's utterances without reading any audio: each
-`Item` has its record (id, text and the optional fields) and a `load(sample_rate)` that decodes
-or synthesises the waveform, (samples,) float32, raising `AudioError` when it cannot.
+`Item` has its record (id, text and the optional fields) and a `load(sample_rate, max_seconds=None)`
+that decodes or synthesises the waveform, (samples,) float32, raising `AudioError` when it cannot
+(reason 'too long' for audio over `max_seconds`, found from the files' headers before decoding).
 
 Names:
-  tts                          the synthetic eSpeak corpus (smap.data.corpus); splits train, dev,
-                               test, everyday, train-qa, test-qa
+  tts                          the synthetic corpus (smap.data.corpus: eSpeak NG and SVOX Pico for
+                               training, Flite for test-flite); splits train, dev, test, everyday,
+                               train-qa, test-qa, test-flite
   FILE.jsonl / .json / .tsv / .csv
                                a manifest: one utterance per row with an audio path (relative to
                                the manifest, or to --audio-dir) and a transcript, optionally id,
@@ -36,13 +38,17 @@ from pathlib import Path
 
 import torch
 
-from smap.audio import load_audio
+from smap.audio import audio_seconds, check_length, load_audio
 
 OPTIONAL_FIELDS = ("src_lang", "tgt_lang", "translation", "question", "answer", "choices", "speaker", "split")
 AUDIO_FIELDS = ("audio", "audio_path", "audio_filepath", "path", "file", "wav", "filename")
 TEXT_FIELDS = ("text", "transcript", "sentence", "transcription", "normalized_text")
 ID_FIELDS = ("id", "utt_id", "key")
 HUB_NAMES = ("librispeech", "fleurs", "librisqa", "covost2", "europarl-st", "spoken-squad")
+
+
+# load(sample_rate, max_seconds=None) -> (samples,) float32; AudioError for audio over max_seconds
+Loader = Callable[..., torch.Tensor]
 
 
 class SourceError(ValueError):
@@ -55,7 +61,7 @@ class Item:
 
     id: str
     record: dict  # schema fields known before decoding: id, text, optional ones
-    load: Callable[[int], torch.Tensor] | None  # sample rate -> (samples,) float32
+    load: Loader | None
     error: str | None = None  # a problem found while listing (a malformed manifest row): skip it
 
 
@@ -98,25 +104,40 @@ def open_source(name: str, split: str | None = None, *, data_dir: str | Path | N
                       f"(tts, {', '.join(HUB_NAMES)}, a manifest file or a LibriSpeech-style folder)")
 
 
-def _file_loader(path: Path, start: float = 0.0, end: float | None = None) -> Callable[[int], torch.Tensor]:
-    return lambda sr: load_audio(path, sr, start, end)
+def _file_loader(path: Path, start: float = 0.0, end: float | None = None) -> Loader:
+    return lambda sr, max_seconds=None: load_audio(path, sr, start, end, max_seconds)
 
 
 # --- synthetic -------------------------------------------------------------------------------
 
 def _tts(split: str | None, config) -> Source:
-    from smap.data.corpus import SPLITS, CorpusConfig, describe, plan
+    from smap.data.corpus import SPLITS, TRAINING_VOICE_SPLITS, CorpusConfig, describe, plan
 
     config = config or CorpusConfig()
     split = split or "train"
     if split not in SPLITS:
         raise SourceError(f"tts: no split {split!r}; choose one of {', '.join(SPLITS)}")
     utterances = plan(config)
-    items = [Item(u.id, u.record(), u.synthesize) for u in utterances[split]]
+    items = [Item(u.id, u.record(), _synth_loader(u)) for u in utterances[split]]
     corpus = asdict(config)
-    if not config.qa_vocab_voices:  # recorded only when used: stores prepared before it existed stay valid
+    # Each setting is recorded only where it shapes the split, so that stores prepared before it existed stay
+    # valid: the question vocabulary and the effects when asked for, the families where training voices speak.
+    if not config.qa_vocab_voices:
         del corpus["qa_vocab_voices"]
+    if not config.augment:
+        del corpus["augment"]
+    if split not in TRAINING_VOICE_SPLITS:
+        del corpus["synthesizers"]
     return Source("tts", split, items, {"corpus": corpus, "splits": describe(utterances)})
+
+
+def _synth_loader(utterance) -> Loader:
+    def load(sr: int, max_seconds: float | None = None) -> torch.Tensor:
+        wav = utterance.synthesize(sr)
+        check_length(f"tts {utterance.id}", wav.numel() / sr, max_seconds)  # no header: its length is known once made
+        return wav
+
+    return load
 
 
 # --- manifests and folders -------------------------------------------------------------------
@@ -315,11 +336,11 @@ def _load_hf(name: str, repo: str, config: str, split: str, data_dir, revision: 
                f".save_to_disk('DIR')\")" if revision else "")) from None
 
 
-def _hf_loader(ds, i: int, column: str = "audio") -> Callable[[int], torch.Tensor]:
-    def load(sr: int) -> torch.Tensor:
+def _hf_loader(ds, i: int, column: str = "audio") -> Loader:
+    def load(sr: int, max_seconds: float | None = None) -> torch.Tensor:
         # decode=False: datasets 5 would decode with torchcodec, which needs FFmpeg; soundfile does not.
         audio = ds[i][column]
-        return load_audio(audio.get("bytes") or audio["path"], sr)
+        return load_audio(audio.get("bytes") or audio["path"], sr, max_seconds=max_seconds)
 
     return load
 
@@ -549,6 +570,12 @@ def _spoken_squad(name: str, split: str | None, data_dir, **_) -> Source:
     return Source(name, split, items, {"metadata": str(meta), "audio": str(wavs)})
 
 
-def _concat_loader(paths: list[Path]) -> Callable[[int], torch.Tensor]:
-    return lambda sr: torch.cat([load_audio(p, sr) for p in paths])
+def _concat_loader(paths: list[Path]) -> Loader:
+    def load(sr: int, max_seconds: float | None = None) -> torch.Tensor:
+        if max_seconds is not None:  # the parts' sum, from their headers, before any is decoded
+            name = f"{paths[0]}" + (f" + {len(paths) - 1} more" if len(paths) > 1 else "")
+            check_length(name, sum(audio_seconds(p) for p in paths), max_seconds)
+        return torch.cat([load_audio(p, sr) for p in paths])
+
+    return load
 

@@ -10,7 +10,12 @@ A shard is written to a temporary name and renamed, so it is either complete or 
 `store.json` (also written atomically) lists each finished shard with its SHA-256. A writer
 reopened on an existing store keeps what is there and reports which ids are done, so an
 interrupted `smap prepare` resumes without re-encoding. Readers check checksums on demand
-(`verify`) and name the shard that fails.
+(`verify`) and name the shard that fails; opening a store refuses an index naming files outside
+its folder and an id found twice.
+
+The records ride in the safetensors header, which safetensors caps at 100 MB: a record's JSON is
+held to MAX_RECORD_BYTES, and a shard is written early once its records reach
+MAX_SHARD_METADATA_BYTES, so no shard can outgrow the cap and become unreadable.
 
 Records are plain dicts. Fields every record has: ``id``, ``text`` (the transcript, may be
 empty for tasks that need none), ``frames``, ``duration``. Optional fields: ``src_lang``,
@@ -29,14 +34,22 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from smap.fileio import atomic_write, atomic_write_text
+from smap.fileio import atomic_write, atomic_write_text, member
 
 STORE_FILE = "store.json"
 FORMAT_VERSION = 1
+# JSON bytes, as escaped into the header. A record holds a transcript and a few short fields (smap
+# prepare skips texts over 10,000 characters): 1 MB is far beyond any.
+MAX_RECORD_BYTES = 1_000_000
+MAX_SHARD_METADATA_BYTES = 50_000_000  # half of safetensors' 100 MB header cap: room for the tensor entries
 
 
 class StoreError(RuntimeError):
     """A store that is missing, corrupt or inconsistent; the message names the file."""
+
+
+class RecordTooLargeError(StoreError):
+    """A record whose metadata is over MAX_RECORD_BYTES: that utterance cannot be stored."""
 
 
 def sha256_file(path: Path) -> str:
@@ -77,9 +90,16 @@ class StoreInfo:
             raise StoreError(f"{root}: not a feature store (no {STORE_FILE}); run `smap prepare` first")
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
-            return cls(d["encoder"], int(d["dim"]), float(d["frame_rate"]), d.get("meta", {}), d["shards"])
+            info = cls(d["encoder"], int(d["dim"]), float(d["frame_rate"]), d.get("meta", {}), d["shards"])
+            files = [s["file"] for s in info.shards]
         except (ValueError, KeyError, TypeError) as e:
             raise StoreError(f"{path}: unreadable store index ({e})") from None
+        for name in files:
+            try:
+                member(root, name, path)
+            except ValueError as e:
+                raise StoreError(str(e)) from None
+        return info
 
 
 class StoreWriter:
@@ -91,11 +111,14 @@ class StoreWriter:
     """
 
     def __init__(self, root: str | Path, encoder: str, dim: int, frame_rate: float,
-                 meta: dict | None = None, shard_size: int = 256, prefix: str = "shard"):
+                 meta: dict | None = None, shard_size: int = 256, prefix: str = "shard", index: bool = True):
+        """index: write `store.json`. Under several processes only one writes it (the others' shards
+        are adopted by the next writer that does), so that no process overwrites another's view."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.shard_size = shard_size
         self.prefix = prefix
+        self.index = index
         if (self.root / STORE_FILE).is_file():
             self.info = StoreInfo.read(self.root)
             if self.info.dim != dim or self.info.encoder != encoder:
@@ -107,11 +130,10 @@ class StoreWriter:
         else:
             self.info = StoreInfo(encoder, dim, float(frame_rate), dict(meta or {}), [])
         self._adopt_orphans()
-        self.done: set[str] = set()
-        for shard in self.info.shards:
-            self.done.update(r["id"] for r in _read_records(self.root / shard["file"]))
+        self.done: set[str] = {r["id"] for _, r in _index(self.root, self.info.shards)}
         self._records: list[dict] = []
         self._tensors: dict[str, torch.Tensor] = {}
+        self._metadata_bytes = 0
         self._flush_index()
 
     def _adopt_orphans(self) -> None:
@@ -132,7 +154,14 @@ class StoreWriter:
         if uid in self.done or uid in self._tensors:
             raise StoreError(f"{self.root}: duplicate utterance id {uid!r}")
         record = {**record, "id": uid, "frames": int(features.shape[0])}
+        size = record_bytes(record)
+        if size > MAX_RECORD_BYTES:
+            raise RecordTooLargeError(f"{self.root}: utterance {uid!r} has {size} bytes of record metadata, "
+                                      f"more than {MAX_RECORD_BYTES}")
+        if self._metadata_bytes + size > MAX_SHARD_METADATA_BYTES:
+            self.flush()  # within safetensors' header cap, whatever the shard size
         self._records.append(record)
+        self._metadata_bytes += size
         self._tensors[uid] = features.detach().to("cpu", torch.float16).contiguous()
         if len(self._records) >= self.shard_size:
             self.flush()
@@ -148,11 +177,12 @@ class StoreWriter:
                                                              metadata={"records": json.dumps(self._records)}))
         self.info.shards.append({"file": name, "sha256": sha256_file(self.root / name), "count": len(self._records)})
         self.done.update(r["id"] for r in self._records)
-        self._records, self._tensors = [], {}
+        self._records, self._tensors, self._metadata_bytes = [], {}, 0
         self._flush_index()
 
     def _flush_index(self) -> None:
-        atomic_write_text(self.root / STORE_FILE, self.info.to_json())
+        if self.index:
+            atomic_write_text(self.root / STORE_FILE, self.info.to_json())
 
     def close(self) -> None:
         self.flush()
@@ -166,12 +196,36 @@ class StoreWriter:
             self.close()
 
 
+def record_bytes(record: dict) -> int:
+    """The bytes a record takes in a shard's header: its JSON, escaped once more as a header string."""
+    return len(json.dumps(json.dumps(record))) - 2
+
+
 def _read_records(path: Path) -> list[dict]:
     try:
         with safe_open(str(path), framework="pt") as f:
             return json.loads((f.metadata() or {})["records"])
     except Exception as e:  # safetensors raises several types for a damaged file
         raise StoreError(f"{path}: unreadable shard ({e})") from None
+
+
+def _index(root: Path, shards: list[dict]) -> Iterator[tuple[int, dict]]:
+    """(shard number, record) of every utterance listed, each shard checked: there, holding as many
+    utterances as listed, and no id seen before in the store (an id names one utterance)."""
+    seen: dict[str, str] = {}
+    for k, shard in enumerate(shards):
+        path = root / shard["file"]
+        if not path.is_file():
+            raise StoreError(f"{path}: shard listed in {STORE_FILE} is missing")
+        recs = _read_records(path)
+        if len(recs) != shard["count"]:
+            raise StoreError(f"{path}: holds {len(recs)} utterances, index says {shard['count']}")
+        for r in recs:
+            uid = r["id"]
+            if uid in seen:
+                raise StoreError(f"{path}: utterance id {uid!r} also in {seen[uid]} (an id must name one utterance)")
+            seen[uid] = shard["file"]
+            yield k, r
 
 
 class FeatureStore:
@@ -185,16 +239,9 @@ class FeatureStore:
         self.info = StoreInfo.read(self.root)
         self.records: list[dict] = []
         self._where: list[tuple[int, str]] = []
-        for k, shard in enumerate(self.info.shards):
-            path = self.root / shard["file"]
-            if not path.is_file():
-                raise StoreError(f"{path}: shard listed in {STORE_FILE} is missing")
-            recs = _read_records(path)
-            if len(recs) != shard["count"]:
-                raise StoreError(f"{path}: holds {len(recs)} utterances, index says {shard['count']}")
-            for r in recs:
-                self.records.append(r)
-                self._where.append((k, r["id"]))
+        for k, r in _index(self.root, self.info.shards):
+            self.records.append(r)
+            self._where.append((k, r["id"]))
         self._open: dict[int, object] = {}
 
     @property

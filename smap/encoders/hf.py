@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from smap.encoders import Encoder, EncoderError, check_options, resolve_device, spec_name
+from smap.fileio import member
 
 SSL_TYPES = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer", "unispeech", "unispeech-sat"}
 SEAMLESS_TYPES = {"seamless_m4t", "seamless_m4t_v2"}
@@ -61,11 +62,12 @@ def load_submodule(module: nn.Module, folder: Path, prefixes: tuple[str, ...], n
     if index.is_file() or (folder / "model.safetensors").is_file():
         if index.is_file():
             weight_map = json.loads(index.read_text())["weight_map"]
-            files = sorted({f for k, f in weight_map.items() if k.startswith(prefixes)})
+            # a shard name must not lead out of the checkpoint folder
+            files = sorted({member(folder, f, index) for k, f in weight_map.items() if k.startswith(prefixes)})
         else:
-            files = ["model.safetensors"]
+            files = [folder / "model.safetensors"]
         for file in files:
-            with safe_open(str(folder / file), framework="pt") as f:
+            with safe_open(str(file), framework="pt") as f:
                 for key in f.keys():
                     prefix = next((p for p in prefixes if key.startswith(p)), None)
                     if prefix:

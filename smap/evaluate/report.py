@@ -145,12 +145,17 @@ def to_json(results: Results) -> dict:
 
 
 def rich_table(results: Results) -> Table:
+    """The main table for a console; every cell is plain text (`rich.text.Text`), never markup: a
+    split named by a store path holding '[/x]' is shown as written, not read as a closing tag."""
     from rich.table import Table
+    from rich.text import Text
 
     header, rows = main_table(results)
-    table = Table(*header, title="smap evaluate")
+    table = Table(title="smap evaluate")
+    for name in header:
+        table.add_column(Text(name))
     for row in rows:
-        table.add_row(*row, style="dim" if row[0] == PAPER_ROW else None)
+        table.add_row(*map(Text, row), style="dim" if row[0] == PAPER_ROW else None)
     return table
 
 

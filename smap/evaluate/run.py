@@ -24,7 +24,7 @@ from rich.console import Console
 from smap.data.store import STORE_FILE, FeatureStore, sha256_file
 from smap.evaluate import metrics, report
 from smap.evaluate.suites import Split
-from smap.progress import Advance, progress
+from smap.progress import Advance, one_line, progress
 from smap.prompts import question_text
 
 
@@ -194,11 +194,6 @@ def _open(split: Split, data_root: Path, limit: int | None) -> tuple[FeatureStor
     return store, records
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
 def _package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -218,8 +213,12 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
              log: Callable[[str], None] = print, console: Console | None = None) -> Results:
     """Run every system on every split (its first `limit` utterances if given), score, write the
     reports under `out`, and return the results; progress on `console` if given."""
+    from smap.evaluate.systems import SavedSystem, check_name
+
     scoring = scoring or Scoring()
     data_root, out = Path(data_root), Path(out)
+    for system in systems:  # a name becomes a file name; --rescore reads them from another run's report
+        check_name(system.name, str(system.folder / "results.json") if isinstance(system, SavedSystem) else "a system")
     encoder = next((s.describe().get("encoder") for s in systems if s.describe().get("encoder")), None)
     entries: list[Entry] = []
     problems: list[Problem] = []
@@ -240,8 +239,8 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
         try:
             store, records = _open(split, data_root, limit)
         except Exception as e:  # a damaged store: this split is skipped, the others go on
-            problems.append(Problem(split.key, None, _one_line(e), detail=traceback.format_exc()))
-            log(f"skipped {split.key}: {_one_line(e)}")
+            problems.append(Problem(split.key, None, one_line(e), detail=traceback.format_exc()))
+            log(f"skipped {split.key}: {one_line(e)}")
             continue
         data[split.key] = {"store": str(store.root), "encoder": store.encoder, "utterances": len(records),
                            "of": len(store), "store_sha256": sha256_file(store.root / STORE_FILE)}
@@ -260,8 +259,8 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
                 report.write_outputs(out, split, system.name, records, hyps)
                 scores, notes = score(split, records, hyps, scoring)
             except Exception as e:  # one system failing on one split must not stop the others
-                problems.append(Problem(split.key, system.name, _one_line(e), detail=traceback.format_exc()))
-                log(f"failed {split.key} x {system.name}: {_one_line(e)}")
+                problems.append(Problem(split.key, system.name, one_line(e), detail=traceback.format_exc()))
+                log(f"failed {split.key} x {system.name}: {one_line(e)}")
                 continue
             entries.append(Entry(split, system.name, len(records), scores, notes, seconds))
             said[system.name] = hyps

@@ -119,9 +119,11 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
               prepare="spoken-squad --data-dir DIR --split test"),
     )),
     Suite("tts", "synthetic speech (embedded default)", (
-        # Held-out sentences in held-out voices; everyday English beside the in-domain text; and
-        # spoken factual questions with one-word answers.
+        # Held-out sentences in held-out voices, and the same sentences from a synthesiser family no
+        # training utterance uses (Flite); everyday English beside the in-domain text; and spoken
+        # factual questions with one-word answers.
         Split("tts", "test", "asr", ("wer",), prepare="tts --split test"),
+        Split("tts", "test-flite", "asr", ("wer",), optional=True, prepare="tts --split test-flite"),
         Split("tts", "everyday", "asr", ("wer",), optional=True, prepare="tts --split everyday"),
         Split("tts", "test-qa", "sqa", ("topline_answered", "answer_in_output", "exact_match", "judged"), optional=True,
               prompt=SPOKEN_QUESTION, prepare="tts --split test-qa"),

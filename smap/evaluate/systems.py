@@ -22,8 +22,9 @@ judges for SQA are text LLMs answering `metrics.judge_prompt` in one chat turn.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from smap.data.store import STORE_FILE, FeatureStore, sha256_file
@@ -47,6 +48,13 @@ class Inference:
     decoding: Decoding = Decoding()
     max_frames: int = 4000  # speech batches: feature frames per batch
     batch_size: int = 16  # text batches: prompts per batch
+    precision: str = "no"  # the LLMs' weights: a resolved `smap.precision` choice ('no': fp32, 'fp16', 'bf16')
+
+    @property
+    def dtype(self):
+        from smap.precision import DTYPES
+
+        return DTYPES[self.precision]
 
 
 def _requests(split: Split, records: list[dict]):
@@ -263,10 +271,11 @@ def _own_features(base: str, split: Split, store: FeatureStore, limit: int | Non
                              f"with this split prepared by --encoder {encoder}")
         source = store
     else:
-        missing = split.missing(data_root, encoder)
+        laid_out = replace(split, path=None)  # a store given by its path has its copy at SUITE/SPLIT under data_root too
+        missing = laid_out.missing(data_root, encoder)
         if missing:
             raise ValueError(f"--asr-data-root: {missing}")
-        source = FeatureStore(split.store_dir(data_root))
+        source = FeatureStore(laid_out.store_dir(data_root))
         if parse_spec(source.encoder)[0] != base:
             raise ValueError(f"{source.root} holds {source.encoder} features; --asr {base} decodes only its own")
     where = {r["id"]: i for i, r in enumerate(source.records)}
@@ -388,11 +397,24 @@ def transcriber(spec: str, inference: Inference, data_root: str | Path | None = 
     if (Path(spec).expanduser() / MODEL_FILE).is_file():
         from smap.generate import load_model
 
-        asr = SpeechSystem(load_model(model=spec), {"model": spec}, inference, name="asr")
+        asr = SpeechSystem(load_model(model=spec, dtype=inference.dtype), {"model": spec}, inference, name="asr")
         return lambda split, store, limit, advance=silent: asr.outputs(ASR_PASS, store, limit, advance)
     if seamless_spec(spec):
         return SeamlessTranscriber(spec, data_root, inference.decoding)
     return WhisperTranscriber(spec, data_root, inference.decoding)
+
+
+# A system's name becomes a file name (outputs/SUITE/SPLIT/NAME.jsonl): no separators, no '..',
+# nothing hidden.
+SYSTEM_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def check_name(name: str, where: str) -> str:
+    """`name` if it can name a system's files; else one line naming `where` (an option, a file)."""
+    if not SYSTEM_NAME.fullmatch(name):
+        raise SystemSpecError(f"{where}: the system name {name!r} may hold only letters, digits, '.', '_' and '-' "
+                              "(not '..', not a leading '.'): it names files")
+    return name
 
 
 def speech_specs(models: list[str], mappers: list[str]) -> list[tuple[str, str, str]]:
@@ -407,7 +429,7 @@ def speech_specs(models: list[str], mappers: list[str]) -> list[tuple[str, str, 
             name, path = ("smap" if len(specs) == 1 else Path(value).name), value
         if not name or not path:
             raise SystemSpecError(f"--{kind} {value}: expected DIR or NAME=DIR")
-        out.append((name, kind, path))
+        out.append((check_name(name, f"--{kind} {value}" + ("" if sep else " (give NAME=DIR)")), kind, path))
     names = [n for n, _, _ in out]
     if len(set(names)) != len(names):
         raise SystemSpecError(f"--model/--mapper: two speech models named {sorted(n for n in names if names.count(n) > 1)[0]!r}; "
@@ -437,7 +459,8 @@ def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm
     from smap.generate import load_model, load_text_lm
 
     zero_shot = {"llm": llm, "token_mix": token_mix, "system": mapper_system}
-    speech = [SpeechSystem(load_model(**{kind: path}, **(zero_shot if kind == "mapper" else {})), {kind: path}, inference, name)
+    speech = [SpeechSystem(load_model(**{kind: path}, **(zero_shot if kind == "mapper" else {}), dtype=inference.dtype),
+                           {kind: path}, inference, name)
               for name, kind, path in specs]
     # one ASR model for the cascade and the SFM's own ST
     transcribe = transcriber(asr, inference, asr_data_root) if {"cascade", "sfm-st"} & set(names) else None
@@ -452,7 +475,7 @@ def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm
         if speech:
             lm, llm_spec = speech[0].model.lm, speech[0].model.settings.llm
         elif llm:
-            lm, llm_spec = load_text_lm(llm), llm
+            lm, llm_spec = load_text_lm(llm, dtype=inference.dtype), llm
         else:
             raise SystemSpecError(f"--systems {name} needs an LLM: --llm SPEC, or --model / --mapper")
         cascade = name == "cascade"
@@ -463,12 +486,16 @@ def build(names: list[str], models: list[str] = (), mappers: list[str] = (), llm
 JUDGE_INSTRUCTION = "Your verdict, yes or no:"
 
 
-def llm_judge(spec: str, batch_size: int = 16):
-    """A judge from a text LLM spec: each prompt is one user turn, the reply a few tokens."""
+def llm_judge(spec: str, batch_size: int = 16, dtype=None):
+    """A judge from a text LLM spec (weights in `dtype`, default fp32): each prompt is one user turn,
+    the reply a few tokens."""
+    import torch
+
     from smap.generate import generate_text, load_text_lm
     from smap.prompts import Request
 
-    lm = load_text_lm(spec, layout="speech-first")  # the answer to judge, then the verdict's instruction
+    # the answer to judge, then the verdict's instruction
+    lm = load_text_lm(spec, layout="speech-first", dtype=dtype or torch.float32)
 
     def judge(prompts: list[str]) -> list[str]:
         requests = [Request("free", prompt=JUDGE_INSTRUCTION)] * len(prompts)
@@ -485,7 +512,7 @@ def _same_model(a: str, b: str) -> bool:
     return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
 
 
-def judges(specs: list[str], batch_size: int = 16, tested=()) -> dict:
+def judges(specs: list[str], batch_size: int = 16, tested=(), dtype=None) -> dict:
     """Judges by spec, each loaded once (the paper averaged four). A judge must not be the LLM of
     a system under test (`tested`: systems with `describe()`), which would grade its own answers:
     refused before any is loaded."""
@@ -495,4 +522,4 @@ def judges(specs: list[str], batch_size: int = 16, tested=()) -> dict:
         if mine:
             raise SystemSpecError(f"--judge {spec}: the LLM of system {mine!r}, which is under test; "
                                   "judge with other LLMs")
-    return {spec: llm_judge(spec, batch_size) for spec in dict.fromkeys(specs)}
+    return {spec: llm_judge(spec, batch_size, dtype) for spec in dict.fromkeys(specs)}
