@@ -33,7 +33,7 @@ LOCAL = "Local data and manifests"
 SCORING = "Scoring"
 
 # The training loop, shared by pretrain and attach (smap.training.LoopConfig); each command gives its defaults.
-Steps = Annotated[int, typer.Option(min=1, help="Optimiser steps.", rich_help_panel=LOOP)]
+Steps = Annotated[int, typer.Option(min=1, help="Optimiser steps: the run's budget; the cosine schedule reaches zero at the last.", rich_help_panel=LOOP)]
 Lr = Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.", rich_help_panel=LOOP)]
 Warmup = Annotated[int, typer.Option(min=0, help="Linear warm-up steps before the cosine decay.", rich_help_panel=LOOP)]
 WeightDecay = Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.", rich_help_panel=LOOP)]

@@ -50,3 +50,10 @@ def test_evaluate_takes_systems_and_system_is_a_system_message_everywhere(tmp_pa
     new = runner.invoke(app, ["evaluate", "--suite", "tts", "--systems", "smap", "--out", str(tmp_path / "o")],
                         terminal_width=400)
     assert new.exit_code == 2 and "needs --model DIR" in new.output  # parsed: the systems need a model
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_says_what_it_does(command):
+    """An option without help text passes any test that only checks it exists; each must explain itself."""
+    silent = [opt for opt, p in options(command).items() if opt != "--help" and len((p.help or "").split()) < 3]
+    assert not silent, f"smap {command}: options without help text: {silent}"
