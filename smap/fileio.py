@@ -98,17 +98,21 @@ def replace_dir(tmp: str | Path, target: str | Path) -> None:
     _fsync_dir(target.parent)
 
 
-def atomic_write_dir(target: str | Path, save: Callable[[Path], object]) -> None:
+def atomic_write_dir(target: str | Path, save: Callable[[Path], object], replace: bool = False) -> None:
     """Call `save(tmp_dir)` to fill a temporary folder, then rename it to `target`.
 
     A folder cannot be renamed over a non-empty one: a `target` that appeared meanwhile (a
-    concurrent writer of the same content, e.g. a cache) is kept and the temporary removed."""
+    concurrent writer of the same content, e.g. a cache) is kept and the temporary removed; with
+    `replace`, an old `target` gives way to the new folder instead (`replace_dir`)."""
     target = Path(target)
     tmp = _tmp_of(target)
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed writer of the same pid
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         save(tmp)
+        if replace:
+            replace_dir(tmp, target)
+            return
         _fsync_tree(tmp)
         try:
             os.replace(tmp, target)

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -43,7 +41,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from smap.fileio import replace_dir
+from smap.fileio import atomic_write_dir
 from smap.losses import ctc_align, ctc_loss
 
 CONFIG_FILE = "config.json"
@@ -278,19 +276,16 @@ class SpeechMapper(nn.Module):
         """config.json + model.safetensors: `directory` (the mapper's own folder) replaced whole.
 
         Both files are written into a temporary sibling folder that then takes the folder's place
-        (`smap.fileio.replace_dir`): after a kill the folder holds the old pair or the new one (or,
+        (`smap.fileio.atomic_write_dir` with `replace`): after a kill the folder holds the old pair or the new one (or,
         killed between the removal and the rename, none), never new weights beside an old config."""
-        directory = Path(directory)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed writer of the same pid
-        tmp.mkdir(parents=True)
-        try:
+
+        def fill(tmp: Path) -> None:
+            tmp.mkdir()
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
             (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2), encoding="utf-8")
-            replace_dir(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; else what a failure left
+
+        atomic_write_dir(directory, fill, replace=True)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> SpeechMapper:
