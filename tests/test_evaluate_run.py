@@ -3,8 +3,10 @@
 import json
 import re
 import shutil
+import weakref
 from types import SimpleNamespace
 
+import jiwer
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -13,6 +15,7 @@ from smap.cli import app
 from smap.data.store import FeatureStore, StoreWriter
 from smap.evaluate import metrics, run, suites
 from smap.evaluate.suites import select
+from smap.text import normalize
 
 from conftest import write_store
 
@@ -86,7 +89,7 @@ def test_a_missing_split_is_named_in_one_line_and_the_others_still_run(root):
     assert "\n" not in problem.message
     assert f"no feature store at {root / 'data' / 'librispeech' / 'test-other' / 'store.json'}" in problem.message
     assert "run: smap prepare --dataset librispeech --split test-other --encoder" in problem.message
-    assert lines[1] == f"skipped {problem.message}"
+    assert f"skipped {problem.message}" in lines
     assert "librispeech/test-other" in json.loads((root / "out" / "results.json").read_text())["problems"][0]["split"]
 
 
@@ -116,6 +119,49 @@ def test_limit_scores_only_the_first_utterances(root):
     assert json.loads((root / "out" / "results.json").read_text())["data"]["tts/test"]["of"] == 4
 
 
+from test_prepare import tiny_encoder  # noqa: E402,F401  (a fixture: a tiny HuBERT folder)
+
+
+def test_utterances_that_prepare_skipped_are_counted_in_the_report_and_the_table(tmp_path, tiny_encoder):  # noqa: F811
+    """A clip missing when the split was prepared: "1 of 4 utterances skipped" in results.json,
+    results.md and the printed table, never a silently smaller test set."""
+    import numpy as np
+    import soundfile as sf
+    from rich.console import Console
+
+    from smap.evaluate import report
+    from smap.prepare import PrepareConfig, prepare
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, text in enumerate(TEXTS):
+        if i != 2:  # the third clip is missing
+            sf.write(audio / f"{i}.wav", 0.1 * rng.standard_normal(16000).astype("float32"), 16000)
+        rows.append({"id": f"c{i}", "audio": f"{i}.wav", "text": text})
+    (audio / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = tmp_path / "data" / "tts" / "test"
+    prepare(PrepareConfig(source=str(audio / "m.jsonl"), out=str(store), encoder=tiny_encoder))
+    write_store(tmp_path / "data" / "librispeech" / "test-clean", TEXTS[:2])  # not from `smap prepare`: nothing to say
+
+    res = run.evaluate(select("tts/test,librispeech/test-clean"), [oracle], tmp_path / "data", tmp_path / "out",
+                       log=quiet)
+    assert res.entries[0].n == 3 and not res.failed
+    data = json.loads((tmp_path / "out" / "results.json").read_text())["data"]
+    assert data["tts/test"]["prepare_skipped"] == {"skipped": 1, "items": 4, "reasons": {"missing": 1},
+                                                   "list": str(store / "skips.jsonl")}
+    assert "prepare_skipped" not in data["librispeech/test-clean"]
+    said = "1 of 4 utterances skipped"
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert f"| system | tts/test WER↓ ({said}) | librispeech/test-clean WER↓ |" in md
+    assert f"- tts/test: {said} by smap prepare (missing 1); not evaluated, listed in {store / 'skips.jsonl'}" in md
+    console = Console(record=True, width=300)
+    console.print(report.rich_table(res))
+    shown = console.export_text()
+    assert f"tts/test WER↓ ({said})" in shown and f"tts/test: {said} by smap prepare (missing 1)" in shown
+
+
 def test_a_store_lacking_a_field_the_task_needs_is_named(tmp_path):
     store_with(tmp_path / "covost2" / "en-de", [{"text": "hello"}, {"text": "hi", "translation": ""}])
     res = run.evaluate(select("covost2/en-de"), [oracle], tmp_path, tmp_path / "out",
@@ -126,17 +172,29 @@ def test_a_store_lacking_a_field_the_task_needs_is_named(tmp_path):
 
 
 def test_st_gets_comet_bleu_chrf_and_adherence(tmp_path):
-    store_with(tmp_path / "europarl" / "en-de", [
-        {"text": "Thank you.", "translation": "Danke schön."},
-        {"text": "I agree.", "translation": "Ich stimme zu."},
-    ])
-    comet = SimpleNamespace(predict=lambda samples, **kw: SimpleNamespace(system_score=0.5, seen=samples))
-    langs = {"Danke schön.": "de", "Ich stimme zu.": "de"}
-    perfect = Fake("perfect", lambda r: r["translation"])
-    scoring = run.Scoring(comet_model=comet, comet_spec="fake", identify=lambda t: [langs.get(x, "en") for x in t])
-    res = run.evaluate(select("europarl/en-de"), [perfect], tmp_path, tmp_path / "out", scoring, log=quiet)
-    assert res.entries[0].scores == {"comet": 50.0, "bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0),
-                                     "lang_target": 100.0, "lang_en": 0.0}
+    pairs = [("Thank you.", "Danke schön."), ("I agree.", "Ich stimme zu."), ("Good morning.", "Guten Morgen.")]
+    store_with(tmp_path / "europarl" / "en-de", [{"text": src, "translation": ref} for src, ref in pairs])
+    said = {"Danke schön.": "Danke schön.", "Ich stimme zu.": "Ich bin einverstanden.", "Guten Morgen.": "Good morning."}
+    seen = []
+
+    def predict(samples, **kw):  # the share of outputs equal to their reference: a score that reads every field
+        seen.append(samples)
+        return SimpleNamespace(system_score=sum(s["mt"] == s["ref"] for s in samples) / len(samples))
+
+    langs = {"Danke schön.": "de", "Ich bin einverstanden.": "de", "Good morning.": "en"}
+    scoring = run.Scoring(comet_model=SimpleNamespace(predict=predict), comet_spec="fake",
+                          identify=lambda t: [langs[x] for x in t])
+    system = Fake("imperfect", lambda r: said[r["translation"]])
+    res = run.evaluate(select("europarl/en-de"), [system], tmp_path, tmp_path / "out", scoring, log=quiet)
+    # COMET got each source, output and reference, in the store's order
+    assert seen == [[{"src": src, "mt": said[ref], "ref": ref} for src, ref in pairs]]
+    hyps, refs = [said[ref] for _, ref in pairs], [ref for _, ref in pairs]
+    from sacrebleu.metrics import BLEU, CHRF
+
+    assert res.entries[0].scores == {
+        "comet": pytest.approx(100 / 3), "bleu": pytest.approx(BLEU().corpus_score(hyps, [refs]).score),
+        "chrf": pytest.approx(CHRF().corpus_score(hyps, [refs]).score),
+        "lang_target": pytest.approx(200 / 3), "lang_en": pytest.approx(100 / 3)}
     assert json.loads((tmp_path / "out" / "results.json").read_text())["scoring"]["comet"] == "fake"
 
 
@@ -170,7 +228,7 @@ def test_sqa_judged_exact_match_and_exact_choice(tmp_path):
                 re.search(r"Candidate answer: (.*)\n", p).group(1).lower() else "no" for p in batch]
 
     system = Fake("qa", lambda r: said[r["question"]])
-    scoring = run.Scoring(judges={"j1": judge, "j2": lambda b: ["no"] * len(b)})
+    scoring = run.Scoring(judges={"j1": lambda: judge, "j2": lambda: lambda b: ["no"] * len(b)})
     res = run.evaluate(select("spokensquad,librisqa/part2"), [system], tmp_path, tmp_path / "out", scoring, log=quiet)
     squad, part2 = res.entries
     # judge j1 accepts both, j2 neither: mean 50; exact match: only "it rained" equals its reference.
@@ -185,7 +243,7 @@ def test_a_spoken_question_is_its_transcript(tmp_path):
     prompts = []
     judge = lambda batch: prompts.extend(batch) or ["yes"] * len(batch)  # noqa: E731
     res = run.evaluate(select("tts/test-qa"), [Fake("qa", lambda r: "Paris.")], tmp_path, tmp_path / "out",
-                       run.Scoring(judges={"j": judge}), log=quiet)
+                       run.Scoring(judges={"j": lambda: judge}), log=quiet)
     assert res.entries[0].scores == {"answer_in_output": 50.0, "exact_match": 50.0, "judged": 100.0, "judged[j]": 100.0}
     assert "Question: what is two plus two\n" in prompts[1]
 
@@ -339,8 +397,16 @@ def test_smap_transcript_and_cascade_end_to_end(root, tiny_model):
     data = json.loads((out / "results.json").read_text())
     assert [(r["split"], r["system"]) for r in data["results"]] == [
         (split, system) for split in ("test", "test-qa") for system in ("smap", "transcript", "cascade")]
-    assert all(r["n"] == 4 and r["scores"]["wer"] >= 0 for r in data["results"][:3])
-    assert all(0 <= r["scores"]["exact_match"] <= 100 for r in data["results"][3:])
+    # each score is that of the outputs saved beside it, recomputed here: WER with jiwer after smap's normaliser
+    for r in data["results"]:
+        rows = [json.loads(x) for x in (out / "outputs" / "tts" / r["split"] / f"{r['system']}.jsonl").read_text().splitlines()]
+        if r["split"] == "test":
+            assert r["n"] == len(rows) == 4 and [row["text"] for row in rows] == TEXTS
+            wer = 100 * jiwer.wer([normalize(x["text"]) for x in rows], [normalize(x["output"]) for x in rows])
+            assert r["scores"]["wer"] == pytest.approx(wer)
+        else:
+            assert r["scores"]["exact_match"] == metrics.exact_match([x["answer"] for x in rows],
+                                                                     [x["output"] for x in rows])
     qa = json.loads((out / "outputs" / "tts" / "test-qa" / "smap.jsonl").read_text())
     assert set(qa) == {"id", "text", "answer", "output"}
     assert data["systems"]["smap"]["encoder"] == "test-encoder"
@@ -517,8 +583,7 @@ def test_a_system_with_tasks_runs_only_on_splits_of_those_tasks(root):
 def test_a_judge_that_is_the_llm_under_test_is_refused_before_any_judge_is_loaded(tiny_llama):
     from smap.evaluate import systems
 
-    tested = [SimpleNamespace(name="oracle", describe=lambda: {"fake": "oracle"}),
-              SimpleNamespace(name="smap", describe=lambda: {"llm": str(tiny_llama)})]
+    tested = {"oracle": None, "smap": str(tiny_llama)}
     # the first judge cannot be loaded: refused before, the second is the tested LLM by another path
     with pytest.raises(systems.SystemSpecError, match=r"^--judge \S+/: the LLM of system 'smap', which is under test"):
         systems.judges(["no/such-judge", f"{tiny_llama}/"], tested=tested)
@@ -526,13 +591,131 @@ def test_a_judge_that_is_the_llm_under_test_is_refused_before_any_judge_is_loade
 
 def test_each_judges_score_and_their_mean_are_in_results_json(tmp_path):
     store_with(tmp_path / "librisqa" / "part1", [{"text": "t", "question": "q", "answer": "a"}] * 4)
-    judges = {"yes-judge": lambda batch: ["yes"] * len(batch),
-              "half-judge": lambda batch: ["yes", "no"] * (len(batch) // 2)}
+    judges = {"yes-judge": lambda: lambda batch: ["yes"] * len(batch),
+              "half-judge": lambda: lambda batch: ["yes", "no"] * (len(batch) // 2)}
     run.evaluate(select("librisqa/part1"), [Fake("qa", lambda r: "a")], tmp_path, tmp_path / "out",
                  run.Scoring(judges=judges), log=quiet)
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     assert data["results"][0]["scores"] == {"judged": 75.0, "judged[yes-judge]": 100.0, "judged[half-judge]": 50.0}
     assert data["scoring"]["judges"] == ["yes-judge", "half-judge"]
+
+
+class JudgeLLM:
+    """A judge whose loading and freeing go into `events`; it answers yes to the candidates that
+    contain the reference, or to all (`lenient`)."""
+
+    def __init__(self, name, events, lenient):
+        self.name, self.events, self.lenient = name, events, lenient
+        events.append(("load", name))
+        weakref.finalize(self, events.append, ("free", name))
+
+    def __call__(self, prompts):
+        def said(label, prompt):
+            return re.search(rf"{label}: (.*)\n", prompt).group(1).lower()
+
+        return ["yes" if self.lenient or said("Reference answer", p) in said("Candidate answer", p) else "no"
+                for p in prompts]
+
+
+def test_judges_load_after_every_output_exists_one_at_a_time(tmp_path):
+    """The judges are loaded only once every system has generated on every split, each freed before
+    the next is loaded; their scores are those of judging each output."""
+    store_with(tmp_path / "spokensquad" / "test", [
+        {"text": "Paris is big.", "question": "Which city?", "answer": "Paris"},
+        {"text": "It rained.", "question": "What happened?", "answer": "snow"}])
+    store_with(tmp_path / "librisqa" / "part1", [{"text": "t", "question": "Who?", "answer": "Ann"}] * 4)
+    events = []
+
+    class Logged(Fake):
+        def outputs(self, split, store, limit, advance):
+            events.append(("generated", split.key, self.name))
+            return super().outputs(split, store, limit, advance)
+
+        def release(self):
+            events.append(("released", self.name))
+
+    right = Logged("right", lambda r: f"It is {r['answer']}.")
+    wrong = Logged("wrong", lambda r: "no idea")
+    judges = {name: (lambda name=name: JudgeLLM(name, events, lenient=name == "lenient"))
+              for name in ("strict", "lenient")}
+    res = run.evaluate(select("spokensquad/test,librisqa/part1"), [right, wrong], tmp_path, tmp_path / "out",
+                       run.Scoring(judges=judges), log=quiet)
+    assert not res.failed, res.problems
+    assert [e for e in events if e[0] == "generated"] == [
+        ("generated", split, name) for split in ("spokensquad/test", "librisqa/part1") for name in ("right", "wrong")]
+    assert events[4:] == [("released", "right"), ("released", "wrong"),
+                          ("load", "strict"), ("free", "strict"), ("load", "lenient"), ("free", "lenient")]
+    judged = {(e.split.key, e.system): {k: v for k, v in e.scores.items() if k.startswith("judged")} for e in res.entries}
+    # strict: yes where the output holds the answer (all of right's), lenient: yes to all
+    assert judged == {
+        (key, "right"): {"judged": 100.0, "judged[strict]": 100.0, "judged[lenient]": 100.0}
+        for key in ("spokensquad/test", "librisqa/part1")} | {
+        (key, "wrong"): {"judged": 50.0, "judged[strict]": 0.0, "judged[lenient]": 100.0}
+        for key in ("spokensquad/test", "librisqa/part1")}
+
+
+def test_the_models_under_test_are_freed_before_a_judge_loads(tmp_path, tiny_model):
+    """The judge has the memory to itself: the speech model's LLM is gone when the judge loads."""
+    from smap.evaluate.systems import Inference, build
+    from smap.speech_llm import Decoding
+
+    store_with(tmp_path / "tts" / "test-qa", [{"text": "what is two plus two", "answer": "four"}])
+    built = build(["smap", "transcript"], models=[str(tiny_model)], inference=Inference(Decoding(max_new_tokens=2)))
+    llm = weakref.ref(built[0].model.lm.llm)
+    alive = []
+
+    def load():
+        alive.append(llm() is not None)
+        return lambda prompts: ["yes"] * len(prompts)
+
+    res = run.evaluate(select("tts/test-qa"), built, tmp_path, tmp_path / "out", run.Scoring(judges={"j": load}),
+                       log=quiet)
+    assert alive == [False] and [e.scores["judged"] for e in res.entries] == [100.0, 100.0], res.problems
+    # what the report says of each system was read before its model went
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["systems"]["transcript"]["layout"] == "quoted"
+
+
+def test_a_judge_that_fails_to_load_names_the_outputs_it_would_judge_and_the_others_score(tmp_path):
+    store_with(tmp_path / "librisqa" / "part1", [{"text": "t", "question": "Who?", "answer": "Ann"}])
+
+    def broken():
+        raise OSError("no space left on device")
+
+    res = run.evaluate(select("librisqa/part1"), [Fake("qa", lambda r: "Ann")], tmp_path, tmp_path / "out",
+                       run.Scoring(judges={"broken": broken}), log=quiet)
+    assert res.entries == [] and res.failed
+    assert [(p.key, p.system, p.message) for p in res.problems] == [
+        ("librisqa/part1", "qa", "judge broken: OSError: no space left on device")]
+    assert (tmp_path / "out" / "outputs" / "librisqa" / "part1" / "qa.jsonl").is_file()  # kept for --rescore
+
+
+def test_judges_are_checked_before_any_model_loads_and_loaded_only_when_called(tmp_path, tiny_llama, tiny_model,
+                                                                                    monkeypatch):
+    import smap.generate
+    from smap.evaluate import systems
+
+    loaded = []
+    monkeypatch.setattr(smap.generate, "load_text_lm", lambda spec, **kw: loaded.append(spec))
+    monkeypatch.setattr(smap.generate, "load_model", lambda **kw: loaded.append(kw))
+    # --judge the tested model's own LLM: refused before the model under test loads
+    result = runner.invoke(app, ["evaluate", "--suite", "librisqa/part1", "--model", str(tiny_model),
+                                 "--judge", str(tiny_llama), "--out", str(tmp_path / "out")], terminal_width=400)
+    assert result.exit_code == 2 and loaded == []
+    assert result.output.startswith(f"error: --judge {tiny_llama}: the LLM of system 'smap', which is under test")
+    result = runner.invoke(app, ["evaluate", "--suite", "librisqa/part1", "--model", str(tiny_model),
+                                 "--judge", "./no/such-judge", "--out", str(tmp_path / "out")], terminal_width=400)
+    assert result.exit_code == 2 and loaded == [] and "error: ./no/such-judge: not an LLM spec" in result.output
+    stage1 = tmp_path / "stage1"  # a Stage-1 mapper recording the LLM it was pretrained for
+    shutil.copytree(tiny_model / "mapper", stage1)
+    config = json.loads((stage1 / "config.json").read_text())
+    (stage1 / "config.json").write_text(json.dumps({**config, "extra": {**config["extra"], "llm": "pretrained-for"}}))
+    assert systems.tested_llms(["transcript", "smap"], mappers=[str(stage1)]) == {"smap": "pretrained-for",
+                                                                                "transcript": "pretrained-for"}
+    assert systems.tested_llms(["transcript"], mappers=[str(stage1)], llm="given") == {"transcript": "given"}
+    loaders = systems.judges(["smollm2-135m", "smollm2-135m"], tested={"smap": str(tiny_llama)})
+    assert list(loaders) == ["smollm2-135m"] and loaded == []
+    loaders["smollm2-135m"]()
+    assert loaded == ["smollm2-135m"]
 
 
 # --- spoken questions: the held-out ones stay unheard ------------------------------------------------

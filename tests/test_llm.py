@@ -50,6 +50,7 @@ def test_pad_rule_falls_back_to_eos():
     ("missing.gguf", "no such GGUF file"),
     ("./nowhere", "not an LLM spec"),
     ("a/b/c", "not an LLM spec"),
+    ("hf:./a/b", "not a hub id"),
 ])
 def test_bad_specs_are_named(spec, message):
     with pytest.raises(LLMSpecError, match=message):

@@ -113,28 +113,23 @@ def test_parse_verdict():
 
 
 def test_judged_accuracy_averages_judges_by_hand():
-    questions, refs, hyps = ["Q1", "Q2", "Q3", "Q4"], ["r1", "r2", "r3", "r4"], ["h1", "h2", "h3", "h4"]
-    seen = []
-
-    def lenient(prompts):  # says yes to all but the last
-        seen.extend(prompts)
-        return ["Yes"] * (len(prompts) - 1) + ["No"]
-
-    def strict(prompts):  # yes to the first only, and one reply that is no verdict
-        return ["yes", "no", "I cannot tell", "NO."]
-
-    got = metrics.judged_accuracy(questions, refs, hyps, {"lenient": lenient, "strict": strict})
+    prompts = metrics.judge_prompts(["Q1", "Q2", "Q3", "Q4"], ["r1", "r2", "r3", "r4"], ["h1", "h2", "h3", "h4"])
+    assert prompts[1] == metrics.judge_prompt("Q2", "r2", "h2")
+    lenient = ["Yes"] * 3 + ["No"]  # yes to all but the last
+    strict = ["yes", "no", "I cannot tell", "NO."]  # yes to the first only, and one reply that is no verdict
+    got = metrics.judged_tally({"lenient": lenient, "strict": strict}, len(prompts))
     assert got.per_judge == {"lenient": 75.0, "strict": 25.0}
     assert got.mean == 50.0
     assert got.unparsed == {"lenient": 0, "strict": 1}
-    assert "Q2" in seen[1] and "r2" in seen[1] and "h2" in seen[1]
 
 
 def test_judged_accuracy_refuses_a_judge_that_skips_prompts():
     with pytest.raises(MetricError, match="judge short gave 1 replies to 2"):
-        metrics.judged_accuracy(["q", "q"], ["r", "r"], ["h", "h"], {"short": lambda p: ["yes"]})
+        metrics.judged_tally({"short": ["yes"]}, 2)
     with pytest.raises(MetricError, match="at least one judge"):
-        metrics.judged_accuracy(["q"], ["r"], ["h"], {})
+        metrics.judged_tally({}, 1)
+    with pytest.raises(MetricError):
+        metrics.judge_prompts(["q", "q"], ["r"], ["h", "h"])
 
 
 @pytest.mark.parametrize("output, picked", [

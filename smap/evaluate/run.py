@@ -5,11 +5,22 @@ advance)` that returns one string per record evaluated (see `System`); each spli
 its progress on the console given (`smap.progress`). A split whose store is missing
 or unusable, or a system that fails on a split, becomes a one-line `Problem` and the loop goes
 on; `Results.failed` tells the caller to exit non-zero. Reports are written at the end.
+
+Every system generates on every split first; then the judges (`Scoring.judges`, loaders) are
+loaded one at a time, each judging every output that needs it and freed before the next, so that
+no judge shares the GPU with the systems or with another judge; then everything is scored.
+
+Under `accelerate launch` or torchrun with N processes, each split's records are cut into N
+consecutive shares, each process generates its own, and the main process gathers them in record
+order, then alone judges, scores and writes the reports (the others return None). A system with
+`whole = True` (saved outputs) gives them all on the main process.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import platform
 import time
 import traceback
@@ -42,7 +53,9 @@ class System(Protocol):
         works on each record that many times. A system with a `seconds` mapping (split key ->
         seconds) reports those for a split instead of the time this call took (saved outputs:
         their decoding's); one with a `tasks` tuple runs only on splits of those tasks (the SFM's
-        own ST: "st")."""
+        own ST: "st"). Under several processes `store` holds one process's share of the records
+        and `limit` is None. One with a `release()` drops its models when asked, once every
+        system has generated and before the judges load; it is not asked for outputs again."""
 
 
 @dataclass
@@ -52,7 +65,8 @@ class Scoring:
     comet_model: object | None = None  # anything with COMET's `predict`
     comet_spec: str | None = None  # where it came from, for the report
     comet_missing: str = "no COMET model (--comet-model)"  # why there is none, for the notes
-    judges: dict[str, metrics.Judge] = field(default_factory=dict)
+    # judge name -> a loader, called once after every system has generated, returning the judge
+    judges: dict[str, Callable[[], metrics.Judge]] = field(default_factory=dict)
     identify: Callable[[Sequence[str]], list[str | None]] = field(default_factory=metrics.LanguageIdentifier)
 
     def lacks(self, metric: str) -> str | None:
@@ -64,10 +78,11 @@ class Scoring:
         return None
 
 
-def make_scoring(splits: Sequence[Split], comet_spec: str | None, judges: dict[str, metrics.Judge]) -> Scoring:
-    """COMET as asked: a spec is loaded (the hub allowed) or refused at once; None tries
-    Unbabel/wmt22-comet-da from the local cache only, and leaves COMET out if it is not there;
-    "none" leaves it out."""
+def make_scoring(splits: Sequence[Split], comet_spec: str | None,
+                 judges: dict[str, Callable[[], metrics.Judge]]) -> Scoring:
+    """The judges' loaders, and COMET as asked: a spec is loaded (the hub allowed) or refused at
+    once; None tries Unbabel/wmt22-comet-da from the local cache only, and leaves COMET out if it
+    is not there; "none" leaves it out."""
     scoring = Scoring(judges=judges)
     if not any("comet" in s.metrics for s in splits) or (comet_spec or "").lower() == "none":
         scoring.comet_missing = "switched off (--comet-model none)"
@@ -118,12 +133,19 @@ class Results:
         return any(p.failed for p in self.problems)
 
 
-def score(split: Split, records: list[dict], hyps: list[str], scoring: Scoring) -> tuple[dict[str, float], list[str]]:
-    """The split's metrics on these outputs; metrics left out for want of a scorer are noted."""
+def references(split: Split, records: list[dict]) -> list:
+    """What the split's outputs are scored against: translations (ST), answers (SQA) or transcripts."""
+    return [r["translation"] if split.task == "st" else r["answer"] if split.task == "sqa" else r["text"]
+            for r in records]
+
+
+def score(split: Split, records: list[dict], hyps: list[str], scoring: Scoring,
+          replies: dict[str, list[str]] | None = None) -> tuple[dict[str, float], list[str]]:
+    """The split's metrics on these outputs; metrics left out for want of a scorer are noted.
+    `replies`: each judge's replies to `judge_prompts` of these outputs, for judged accuracy."""
     scores: dict[str, float] = {}
     notes: list[str] = []
-    refs = [r["translation"] if split.task == "st" else r["answer"] if split.task == "sqa" else r["text"]
-            for r in records]
+    refs = references(split, records)
     for name in split.metrics:
         if scoring.lacks(name):
             notes.append(scoring.lacks(name))
@@ -139,8 +161,7 @@ def score(split: Split, records: list[dict], hyps: list[str], scoring: Scoring) 
             share = metrics.adherence(hyps, split.tgt_lang, scoring.identify)
             scores["lang_target"], scores["lang_en"] = share["target"], share["english"]
         elif name == "judged":
-            judged = metrics.judged_accuracy([question_text(r) for r in records], [str(x) for x in refs],
-                                             hyps, scoring.judges)
+            judged = metrics.judged_tally(replies or {}, len(hyps))
             scores["judged"] = judged.mean
             scores.update({f"judged[{k}]": v for k, v in judged.per_judge.items()})
             notes += [f"judge {k}: {c} of {len(hyps)} replies neither yes nor no (scored wrong)"
@@ -194,6 +215,126 @@ def _open(split: Split, data_root: Path, limit: int | None) -> tuple[FeatureStor
     return store, records
 
 
+def prepare_skips(store: FeatureStore) -> dict | None:
+    """What `smap prepare` left out of the store, from its report: {"skipped": N, "items": M (the
+    utterances it was given), "reasons": {reason: count}, "list": its skips.jsonl}; None for a
+    store written without that report."""
+    from smap.prepare import REPORT_FILE, SKIPS_FILE
+
+    path = store.root / REPORT_FILE
+    if not path.is_file():
+        return None
+    try:
+        made = json.loads(path.read_text(encoding="utf-8"))
+        return {"skipped": int(made["skipped"]), "items": int(made["items"]),
+                "reasons": {str(k): int(v) for k, v in (made.get("skip_reasons") or {}).items()},
+                "list": str(store.root / SKIPS_FILE)}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a report of `smap prepare` ({type(e).__name__}: {e}); "
+                         "re-run `smap prepare` on the store to rewrite it") from None
+
+
+def processes():
+    """This process's place among those `accelerate launch` or torchrun started (alone if neither):
+    made before any model loads, so that each process puts its models on its own GPU. On a
+    machine without a GPU, or with ACCELERATE_USE_CPU, the processes meet over gloo."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+                        or not torch.cuda.is_available())
+
+
+class _Share(FeatureStore):
+    """Records [start, stop) of a store, read from its files: one process's share of a split."""
+
+    def __init__(self, store: FeatureStore, start: int, stop: int):
+        self.root, self.info, self.whole, self.start = store.root, store.info, store, start
+        self.records = store.records[start:stop]
+
+    def features(self, i: int):
+        return self.whole.features(self.start + i)
+
+
+@dataclass
+class _Said:
+    """What one system said on one split, waiting to be judged and scored."""
+
+    split: Split
+    records: list[dict]
+    system: str
+    hyps: list[str]
+    seconds: float
+
+
+def _generate_here(system: System, split: Split, store: FeatureStore, limit: int | None, n: int, state,
+                   console: Console | None) -> tuple[list[str] | None, float, str, str]:
+    """This process's share of `system`'s outputs on the first `n` records of `store`: (outputs,
+    seconds, "", ""), or (None, 0, the error in one line, its traceback)."""
+    rank, world = state.process_index, state.num_processes
+    if world == 1:
+        mine, limit = store, limit
+    elif getattr(system, "whole", False):
+        mine, limit = (store, limit) if state.is_main_process else (_Share(store, 0, 0), None)
+    else:
+        mine, limit = _Share(store, rank * n // world, (rank + 1) * n // world), None
+    count = len(mine.records[:limit])
+    if not count:  # fewer records than processes
+        return [], 0.0, "", ""
+    t0 = time.perf_counter()
+    try:
+        with progress(console, f"{split.key} x {system.name}", count * getattr(system, "passes", 1),
+                      "utterances") as update:
+            hyps = system.outputs(split, mine, limit, update)
+        if len(hyps) != count or not all(isinstance(h, str) for h in hyps):
+            raise ValueError(f"{len(hyps)} outputs for {count} records (strings expected)")
+    except Exception as e:  # one system failing on one split must not stop the others
+        return None, 0.0, one_line(e), traceback.format_exc()
+    return hyps, getattr(system, "seconds", {}).get(split.key, time.perf_counter() - t0), "", ""
+
+
+def _free_memory() -> None:
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _judge_all(said: list[_Said], scoring: Scoring, systems: Sequence[System],
+               log: Callable[[str], None]) -> tuple[dict, dict]:
+    """Every judge's replies on every output that judged accuracy scores, the systems' models
+    released first and the judges loaded one at a time, each freed before the next: ({index in
+    `said`: {judge: replies}}, {index: (judge, error line, traceback)} for outputs a judge failed on)."""
+    todo = {k: s for k, s in enumerate(said) if "judged" in s.split.metrics}
+    if not todo or scoring.lacks("judged"):
+        return {}, {}
+    for system in systems:  # a judge has the memory to itself
+        if hasattr(system, "release"):
+            system.release()
+    _free_memory()
+    prompts = {k: metrics.judge_prompts([question_text(r) for r in s.records],
+                                        [str(x) for x in references(s.split, s.records)], s.hyps)
+               for k, s in todo.items()}
+    replies: dict[int, dict[str, list[str]]] = {k: {} for k in todo}
+    failed: dict[int, tuple[str, str, str]] = {}
+    for name, load in scoring.judges.items():
+        log(f"judging {sum(map(len, prompts.values()))} outputs with {name}")
+        try:
+            judge = load()
+        except Exception as e:  # every output it would judge is named; the other judges go on
+            failed.update({k: failed.get(k) or (name, one_line(e), traceback.format_exc()) for k in todo})
+            continue
+        for k, asked in prompts.items():
+            try:
+                replies[k][name] = judge(asked)
+            except Exception as e:
+                failed[k] = failed.get(k) or (name, one_line(e), traceback.format_exc())
+        del judge  # before the next is loaded: never two judges in memory
+        _free_memory()
+    return replies, failed
+
+
 def _package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -210,71 +351,88 @@ def _package_versions() -> dict[str, str]:
 
 def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str | Path, out: str | Path,
              scoring: Scoring | None = None, limit: int | None = None,
-             log: Callable[[str], None] = print, console: Console | None = None) -> Results:
-    """Run every system on every split (its first `limit` utterances if given), score, write the
-    reports under `out`, and return the results; progress on `console` if given."""
+             log: Callable[[str], None] = print, console: Console | None = None) -> Results | None:
+    """Run every system on every split (its first `limit` utterances if given), judge, score, write
+    the reports under `out`, and return the results; progress on `console` if given. Under several
+    processes, each generates its share; the main process returns the results, the others None."""
+    from accelerate.utils import broadcast_object_list, gather_object
+
     from smap.evaluate.systems import SavedSystem, check_name
 
+    state = processes()
+    main, world = state.is_main_process, state.num_processes
     scoring = scoring or Scoring()
     data_root, out = Path(data_root), Path(out)
     for system in systems:  # a name becomes a file name; --rescore reads them from another run's report
         check_name(system.name, str(system.folder / "results.json") if isinstance(system, SavedSystem) else "a system")
-    encoder = next((s.describe().get("encoder") for s in systems if s.describe().get("encoder")), None)
-    entries: list[Entry] = []
+    described = {s.name: s.describe() for s in systems}  # now: a system released for the judges has no model
+    encoder = next((d["encoder"] for d in described.values() if d.get("encoder")), None)
+    said: list[_Said] = []
     problems: list[Problem] = []
     data: dict[str, dict] = {}
     started = datetime.now(timezone.utc)
 
+    def fail(split: Split, system: str, message: str, detail: str) -> None:
+        problems.append(Problem(split.key, system, message, detail=detail))
+        log(f"failed {split.key} x {system}: {message}")
+
     for split in splits:
-        missing = split.missing(data_root, encoder)
-        if missing:
-            problems.append(Problem(split.key, None, missing + (" (optional)" if split.optional else ""),
-                                    failed=not split.optional))
-            log(f"skipped {missing}")
+        store = _usable_store(split, data_root, encoder, limit, scoring, problems, data, log) if main else None
+        n = len(store.records[:limit]) if store else None
+        if world > 1:  # the main process alone decides, so that every process takes the same splits
+            n = broadcast_object_list([n])[0]
+        if n is None:
             continue
-        if all(scoring.lacks(m) for m in split.metrics):  # nothing to score: do not generate
-            problems.append(Problem(split.key, None, f"{split.key}: " + "; ".join(scoring.lacks(m) for m in split.metrics)))
-            log(f"skipped {problems[-1].message}")
-            continue
-        try:
-            store, records = _open(split, data_root, limit)
-        except Exception as e:  # a damaged store: this split is skipped, the others go on
-            problems.append(Problem(split.key, None, one_line(e), detail=traceback.format_exc()))
-            log(f"skipped {split.key}: {one_line(e)}")
-            continue
-        data[split.key] = {"store": str(store.root), "encoder": store.encoder, "utterances": len(records),
-                           "of": len(store), "store_sha256": sha256_file(store.root / STORE_FILE)}
-        said: dict[str, list[str]] = {}
+        store = store or FeatureStore(split.store_dir(data_root))
+        records = store.records[:n]
         for system in systems:
             if split.task not in getattr(system, "tasks", (split.task,)):
                 continue
-            t0 = time.perf_counter()
-            try:
-                work = len(records) * getattr(system, "passes", 1)
-                with progress(console, f"{split.key} x {system.name}", work, "utterances") as update:
-                    hyps = system.outputs(split, store, limit, update)
-                seconds = getattr(system, "seconds", {}).get(split.key, time.perf_counter() - t0)
-                if len(hyps) != len(records) or not all(isinstance(h, str) for h in hyps):
-                    raise ValueError(f"{len(hyps)} outputs for {len(records)} records (strings expected)")
-                report.write_outputs(out, split, system.name, records, hyps)
-                scores, notes = score(split, records, hyps, scoring)
-            except Exception as e:  # one system failing on one split must not stop the others
-                problems.append(Problem(split.key, system.name, one_line(e), detail=traceback.format_exc()))
-                log(f"failed {split.key} x {system.name}: {one_line(e)}")
+            mine = _generate_here(system, split, store, limit, n, state, console if main else None)
+            parts = gather_object([mine]) if world > 1 else [mine]
+            if not main:
                 continue
-            entries.append(Entry(split, system.name, len(records), scores, notes, seconds))
-            said[system.name] = hyps
-            log(f"scored {split.key} x {system.name}: "
-                + ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))
-        if TOPLINE_ANSWERED in split.metrics:
-            score_on_topline_answered(split, records, said, [e for e in entries if e.split == split])
+            failure = next((p for p in parts if p[0] is None), None)
+            if failure:
+                fail(split, system.name, failure[2], failure[3])
+                continue
+            hyps = [h for p in parts for h in p[0]]  # the shares in process order: the records' order
+            report.write_outputs(out, split, system.name, records, hyps)
+            said.append(_Said(split, records, system.name, hyps, max(p[1] for p in parts)))
+    if not main:
+        return None
+
+    replies, judge_failed = _judge_all(said, scoring, systems, log)
+    entries: list[Entry] = []
+    for split in splits:
+        here: list[Entry] = []
+        answered: dict[str, list[str]] = {}
+        for k, s in enumerate(said):
+            if s.split != split:
+                continue
+            if k in judge_failed:
+                name, message, detail = judge_failed[k]
+                fail(split, s.system, f"judge {name}: {message}", detail)
+                continue
+            try:
+                scores, notes = score(split, s.records, s.hyps, scoring, replies.get(k))
+            except Exception as e:
+                fail(split, s.system, one_line(e), traceback.format_exc())
+                continue
+            here.append(Entry(split, s.system, len(s.records), scores, notes, s.seconds))
+            answered[s.system], records = s.hyps, s.records
+            log(f"scored {split.key} x {s.system}: " + ", ".join(f"{m} {v:.1f}" for m, v in scores.items()))
+        if TOPLINE_ANSWERED in split.metrics and here:
+            score_on_topline_answered(split, records, answered, here)
+        entries += here
 
     meta = {
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data_root": str(data_root),
         "limit": limit,
-        "systems": {s.name: s.describe() for s in systems},
+        "processes": world,
+        "systems": described,
         "data": data,
         "scoring": {
             "comet": scoring.comet_spec,
@@ -291,3 +449,33 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
     results = Results(entries, problems, json.loads(json.dumps(meta, default=str)))
     results.files = report.write(results, out)
     return results
+
+
+def _usable_store(split: Split, data_root: Path, encoder: str | None, limit: int | None, scoring: Scoring,
+                  problems: list[Problem], data: dict[str, dict], log: Callable[[str], None]) -> FeatureStore | None:
+    """The split's store, recorded in `data` with what `smap prepare` skipped of it; None, with a
+    `Problem`, for a split that cannot or need not be run."""
+    missing = split.missing(data_root, encoder)
+    if missing:
+        problems.append(Problem(split.key, None, missing + (" (optional)" if split.optional else ""),
+                                failed=not split.optional))
+        log(f"skipped {missing}")
+        return None
+    if all(scoring.lacks(m) for m in split.metrics):  # nothing to score: do not generate
+        problems.append(Problem(split.key, None, f"{split.key}: " + "; ".join(scoring.lacks(m) for m in split.metrics)))
+        log(f"skipped {problems[-1].message}")
+        return None
+    try:
+        store, records = _open(split, data_root, limit)
+        skips = prepare_skips(store)
+    except Exception as e:  # a damaged store: this split is skipped, the others go on
+        problems.append(Problem(split.key, None, one_line(e), detail=traceback.format_exc()))
+        log(f"skipped {split.key}: {one_line(e)}")
+        return None
+    data[split.key] = {"store": str(store.root), "encoder": store.encoder, "utterances": len(records),
+                       "of": len(store), "store_sha256": sha256_file(store.root / STORE_FILE)}
+    if skips is not None:
+        data[split.key]["prepare_skipped"] = skips
+        if skips["skipped"]:
+            log(f"{split.key}: {report.skipped_line(skips)}")
+    return store

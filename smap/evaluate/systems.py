@@ -21,6 +21,7 @@ judges for SQA are text LLMs answering `metrics.judge_prompt` in one chat turn.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -93,6 +94,10 @@ class SpeechSystem:
                               max_frames=self.inference.max_frames, decoding=self.inference.decoding, advance=advance)
         return [r["output"] for r in rows]
 
+    def release(self) -> None:
+        """Drop the model: every output is made, and the judges need the memory (`run.System`)."""
+        self.model = None
+
 
 class NearestSystem:
     """A speech model's vectors with no LLM: each read as its nearest token embedding."""
@@ -113,6 +118,9 @@ class NearestSystem:
         self.speech.check(store)
         return nearest_store(self.speech.model, store, limit, self.speech.inference.max_frames, advance)
 
+    def release(self) -> None:
+        self.speech.release()
+
 
 class SavedSystem:
     """What a system said in an earlier evaluation, read back from that report folder's outputs/
@@ -121,6 +129,7 @@ class SavedSystem:
     order, and the store the one they were decoded from."""
 
     passes = 1
+    whole = True  # read whole on the main process, under several processes too (`run.System`)
 
     def __init__(self, name: str, folder: str | Path, described: dict, seconds: dict[str, float],
                  stores: dict[str, str]):
@@ -197,6 +206,9 @@ class TextSystem:
         rows = generate_text(self.lm, [r["id"] for r in records], texts, _requests(split, records),
                              batch_size=self.inference.batch_size, decoding=self.inference.decoding, advance=advance)
         return [r["output"] for r in rows]
+
+    def release(self) -> None:
+        self.lm = self.transcribe = None
 
 
 class WhisperTranscriber:
@@ -295,15 +307,17 @@ def seamless_spec(spec: str) -> bool:
     weights not loaded). A hub id not in the cache is fetched."""
     from transformers import AutoConfig
 
-    from smap.encoders import EMBEDDED_ENCODER, _guess_kind, parse_spec
+    from smap.encoders import EMBEDDED_ENCODER, _guess_kind, _local_folder, parse_spec
     from smap.encoders.hf import model_folder
 
     base = parse_spec(spec)[0]
     if base == EMBEDDED_ENCODER or base.startswith("ct2:"):
         return False
     target = base.removeprefix("hf:")
-    if not base.startswith("hf:") and _guess_kind(target) != "hf":
-        return False
+    if not base.startswith("hf:"):
+        folder = _local_folder(spec, target, hub=True)  # None: a hub id, read by transformers
+        if folder is not None and _guess_kind(base, folder) != "hf":
+            return False
     return AutoConfig.from_pretrained(model_folder(target)).model_type == "seamless_m4t_v2"
 
 
@@ -384,6 +398,9 @@ class SfmSystem:
 
     def outputs(self, split: Split, store: FeatureStore, limit: int | None, advance: Advance = silent) -> list[str]:
         return self.sfm(split, store, limit, advance, tgt_lang=split.tgt_lang)
+
+    def release(self) -> None:
+        self.sfm = None
 
 
 ASR_PASS = Split("asr", "asr", "asr", ("wer",))  # what a cascade's first stage is asked, whatever the split
@@ -512,14 +529,40 @@ def _same_model(a: str, b: str) -> bool:
     return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
 
 
-def judges(specs: list[str], batch_size: int = 16, tested=(), dtype=None) -> dict:
-    """Judges by spec, each loaded once (the paper averaged four). A judge must not be the LLM of
-    a system under test (`tested`: systems with `describe()`), which would grade its own answers:
-    refused before any is loaded."""
-    llms = {s.name: s.describe().get("llm") for s in tested}
+def tested_llms(names: list[str], models: list[str] = (), mappers: list[str] = (),
+                llm: str | None = None) -> dict[str, str]:
+    """System name -> the LLM spec it would run, for the systems `build` would make from these
+    options, read from the model and mapper folders' records without loading anything; a folder
+    that cannot be read is left out here (`build` names it)."""
+    from smap.mapper import CONFIG_FILE, mapper_folder
+    from smap.speech_llm import read_settings
+
+    speech: dict[str, str] = {}
+    for name, kind, path in speech_specs(list(models), list(mappers)):
+        try:
+            speech[name] = (read_settings(path).llm if kind == "model" else
+                            llm or json.loads((mapper_folder(path) / CONFIG_FILE).read_text(encoding="utf-8"))["extra"]["llm"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    found = dict(speech) if {"smap", "nearest"} & set(names) else {}
+    shared = next(iter(speech.values()), None) or llm  # as in `build`: the first speech model's LLM, else --llm
+    found.update({name: shared for name in ("transcript", "cascade") if name in names and shared})
+    return found
+
+
+def judges(specs: list[str], batch_size: int = 16, tested: dict[str, str | None] | None = None,
+           dtype=None) -> dict:
+    """Judges by spec, as loaders (the paper averaged four): each loads its LLM when called, which
+    `run.evaluate` does after every system has generated, one judge at a time. A judge must not be
+    the LLM of a system under test (`tested`: system name -> its LLM spec), which would grade its
+    own answers; that and each spec are checked here, before any model is loaded."""
+    from smap.llm import resolve
+
     for spec in specs:
-        mine = next((name for name, llm in llms.items() if llm and _same_model(spec, llm)), None)
+        mine = next((name for name, llm in (tested or {}).items() if llm and _same_model(spec, llm)), None)
         if mine:
             raise SystemSpecError(f"--judge {spec}: the LLM of system {mine!r}, which is under test; "
                                   "judge with other LLMs")
-    return {spec: llm_judge(spec, batch_size, dtype) for spec in dict.fromkeys(specs)}
+    for spec in specs:
+        resolve(spec)  # a mistyped spec is named now, not after the generation
+    return {spec: functools.partial(llm_judge, spec, batch_size, dtype) for spec in dict.fromkeys(specs)}
