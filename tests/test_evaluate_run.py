@@ -589,6 +589,16 @@ def test_a_judge_that_is_the_llm_under_test_is_refused_before_any_judge_is_loade
         systems.judges(["no/such-judge", f"{tiny_llama}/"], tested=tested)
 
 
+def test_a_judge_naming_the_tested_hub_llm_another_way_is_refused(tmp_path, monkeypatch):
+    from smap.evaluate import systems
+
+    monkeypatch.chdir(tmp_path)  # no local folder 'meta-llama/' here: both specs are hub ids
+    tested = {"smap": "meta-llama/Llama-3.1-8B-Instruct"}
+    with pytest.raises(systems.SystemSpecError, match="the LLM of system 'smap'"):
+        systems.judges(["hf:meta-llama/Llama-3.1-8B-Instruct@main"], tested=tested)
+    assert systems.judges(["hf:Qwen/Qwen2.5-7B-Instruct"], tested=tested)  # another model: a loader, not loaded
+
+
 def test_each_judges_score_and_their_mean_are_in_results_json(tmp_path):
     store_with(tmp_path / "librisqa" / "part1", [{"text": "t", "question": "q", "answer": "a"}] * 4)
     judges = {"yes-judge": lambda: lambda batch: ["yes"] * len(batch),

@@ -4,7 +4,7 @@ The recipes take everything from environment variables. Here those point at a ti
 speech encoder and a tiny Llama, both built from configs, and at a few synthetic clips laid out as
 each corpus's own release (LibriSpeech folders, LibriSQA JSON, EuroParl-ST, CoVoST 2 TSV and clips,
 a FLEURS `save_to_disk` copy), with one pair or split per data set and 2 steps per training stage.
-`LAUNCH`/`SMAP` run smap in one process (`python -m smap.cli`), except for Stage 1, which goes
+`LAUNCH` runs smap in one process (`python -m smap.cli`), except for Stage 1, which goes
 through `accelerate launch` with a CPU config, as the recipes do by default on GPUs. A renamed
 option, a store path that no longer matches, a step that no longer chains: the chain fails here.
 `LAUNCH=echo` (a dry run that prints the smap commands) checks the paper's defaults.
@@ -187,7 +187,7 @@ def base_env(tmp_path_factory, raw, tiny_llama, sfm) -> dict[str, str]:  # noqa:
         "STAGE1_SAVE_EVERY": "2", "STAGE1_EVAL_EVERY": "2",
         "ATTACH_STEPS": "2", "ATTACH_WARMUP": "1", "ATTACH_MAX_FRAMES": "400",
         "COMET_MODEL": "none", "EVAL_LIMIT": "2", "EVAL_MAX_NEW_TOKENS": "16",
-        "LAUNCH": SMAP, "SMAP": SMAP,
+        "LAUNCH": SMAP,
     }
 
 
@@ -322,8 +322,8 @@ def test_step_runs_in_order_and_stops_at_the_first_failure(tmp_path):
 # --- the paper's values are the defaults ------------------------------------------------------------
 
 def _dry(script: str, tmp_path: Path, **env: str) -> str:
-    """The smap commands a recipe would run with its defaults (LAUNCH=echo, SMAP=echo)."""
-    r = subprocess.run([str(PAPER / script)], env={**_clean_env(), "LAUNCH": "echo smap", "SMAP": "echo smap", **env},
+    """The smap commands a recipe would run with its defaults (LAUNCH=echo)."""
+    r = subprocess.run([str(PAPER / script)], env={**_clean_env(), "LAUNCH": "echo smap", **env},
                        cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, _tail(r)
     return "\n".join(line for line in r.stdout.splitlines() if line.startswith("smap ")) + "\n"

@@ -4,7 +4,9 @@
 # the SFM's own speech translation (sfm-st). Suites: EuroParl-ST and CoVoST 2 (COMET, BLEU, chrF,
 # target-language adherence), LibriSQA part I (judged accuracy), LibriSpeech test-clean/test-other and
 # FLEURS (WER). Needs prepare.sh and the four attach recipes.
-# Writes RUN/eval/<model>/results.{md,json,png} and outputs/. One process: evaluate does not shard.
+# Writes RUN/eval/<model>/results.{md,json,png} and outputs/. Under Accelerate like training: one GPU by
+# default; ACCEL_CONFIG=$PAPER_DIR/accelerate/eight_gpus.yaml shares each split's utterances across eight
+# processes (one LLM copy per GPU), gathered in order, the same table as one process's.
 #
 #   COMET_MODEL  wmt22-comet-da (default, needs unbabel-comet), a local checkpoint, or none
 #   JUDGES       judge LLMs for LibriSQA, a comma list, averaged (the paper averaged four judges, none
@@ -21,6 +23,8 @@
 #   EVAL_MAX_NEW_TOKENS  longest output (default 256: long EuroParl-ST segments outgrow smap's 128)
 #   EVAL_LIMIT   optional: only the first N utterances of each split (a quick check)
 source "$(dirname "$0")/lib.sh"
+
+ACCEL_CONFIG=${ACCEL_CONFIG:-$PAPER_DIR/accelerate/one_gpu_bf16.yaml}
 
 COMET_MODEL=${COMET_MODEL:-Unbabel/wmt22-comet-da}
 if [[ $LLM == meta-llama/Llama-3.1-8B-Instruct ]]; then other=utter-project/EuroLLM-9B-Instruct
@@ -47,7 +51,7 @@ scoring=(--data-root "$DATA" --comet-model "$COMET_MODEL" --max-new-tokens "$EVA
 [[ $SMAP_DECODING == 1 ]] || scoring+=(--no-asr-cap --no-first-line)
 # The SFM decodes its own final encoder output, stored by prepare.sh under $DATA/sfm.
 asr_data=(); [[ $CASCADE_ASR == "$ENCODER" ]] && asr_data=(--asr-data-root "$DATA/sfm")
-judges=()  # loaded up front beside the model: given only where LibriSQA is evaluated
+judges=()  # loaded after generation, one at a time, the systems' models freed first: given only where LibriSQA is evaluated
 IFS=, read -r -a judge_list <<< "$JUDGES"
 for judge in "${judge_list[@]}"; do
   judges+=(--judge "$judge")
@@ -55,12 +59,12 @@ done
 
 # The paper does not report evaluation time or hardware.
 paper "evaluation: time and hardware not reported"
-step "evaluate asr-ce with $SYSTEMS" smap_run evaluate --suite "$ST,$SQA,$ASR" \
+step "evaluate asr-ce with $SYSTEMS" smap_launch evaluate --suite "$ST,$SQA,$ASR" \
   --systems "$SYSTEMS" --model "$RUN/attach-asr-ce" --asr "$CASCADE_ASR" "${asr_data[@]}" "${scoring[@]}" "${judges[@]}" \
   --out "$RUN/eval/asr-ce"
-step "evaluate asr-ce-mse" smap_run evaluate --suite "$ST,$SQA,$ASR" --model "$RUN/attach-asr-ce-mse" \
+step "evaluate asr-ce-mse" smap_launch evaluate --suite "$ST,$SQA,$ASR" --model "$RUN/attach-asr-ce-mse" \
   "${scoring[@]}" "${judges[@]}" --out "$RUN/eval/asr-ce-mse"
-step "evaluate task-st" smap_run evaluate --suite "$ST" --model "$RUN/attach-task-st" "${scoring[@]}" \
+step "evaluate task-st" smap_launch evaluate --suite "$ST" --model "$RUN/attach-task-st" "${scoring[@]}" \
   --out "$RUN/eval/task-st"
-step "evaluate task-sqa" smap_run evaluate --suite "$SQA" --model "$RUN/attach-task-sqa" "${scoring[@]}" \
+step "evaluate task-sqa" smap_launch evaluate --suite "$SQA" --model "$RUN/attach-task-sqa" "${scoring[@]}" \
   "${judges[@]}" --out "$RUN/eval/task-sqa"

@@ -44,8 +44,8 @@ stage2=(--mapper "$RUN/stage1" --llm "$LLM" --valid "$DATA/train/librispeech/$LS
         --lr "$ATTACH_LR" --warmup "$ATTACH_WARMUP" --max-frames "$ATTACH_MAX_FRAMES" --mixed-precision "$PRECISION"
         --layout "$LAYOUT" --resume)
 
-# smap_launch ARGS...: `smap ARGS` under Accelerate, for the steps that use every GPU (prepare,
-# pretrain, attach). ACCEL_CONFIG: one of accelerate/*.yaml (each recipe picks its default);
+# smap_launch ARGS...: `smap ARGS` under Accelerate, for every step (prepare, pretrain, attach,
+# evaluate). ACCEL_CONFIG: one of accelerate/*.yaml (each recipe picks its default);
 # ACCEL_ARGS: more launcher flags (several nodes: "--machine_rank 1 --main_process_ip HOST").
 # LAUNCH, if set, replaces the whole launcher, e.g. LAUNCH="python -m smap.cli" (the tests).
 smap_launch() {
@@ -56,14 +56,6 @@ smap_launch() {
     read -r -a extra <<< "${ACCEL_ARGS:-}"
     cmd=(accelerate launch --config_file "$ACCEL_CONFIG" "${extra[@]}" -m smap.cli)
   fi
-  echo "    \$ ${cmd[*]} $*"
-  "${cmd[@]}" "$@"
-}
-
-# smap_run ARGS...: `smap ARGS` in one process (evaluate). SMAP replaces the command.
-smap_run() {
-  local -a cmd
-  read -r -a cmd <<< "${SMAP:-python -m smap.cli}"
   echo "    \$ ${cmd[*]} $*"
   "${cmd[@]}" "$@"
 }

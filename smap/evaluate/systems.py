@@ -31,6 +31,7 @@ from pathlib import Path
 from smap.data.store import STORE_FILE, FeatureStore, sha256_file
 from smap.evaluate.report import outputs_path, read_outputs
 from smap.evaluate.suites import Split
+from smap.llm import LLMSpecError, hub_id
 from smap.progress import Advance, silent
 from smap.speech_llm import Decoding
 
@@ -524,9 +525,16 @@ def llm_judge(spec: str, batch_size: int = 16, dtype=None):
 
 
 def _same_model(a: str, b: str) -> bool:
-    """Whether two LLM specs name the same model: equal, or paths to the same file or folder."""
+    """Whether two LLM specs name the same model: equal, paths to the same file or folder, or the
+    same hub repository (``org/name`` and ``hf:org/name@rev`` alike: any revision is the same model)."""
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
+    if a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve()):
+        return True
+    try:
+        ha, hb = (None if p.exists() else hub_id(s) for p, s in ((pa, a), (pb, b)))
+    except LLMSpecError:
+        return False
+    return ha is not None and hb is not None and ha.repo == hb.repo
 
 
 def tested_llms(names: list[str], models: list[str] = (), mappers: list[str] = (),
