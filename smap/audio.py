@@ -20,6 +20,13 @@ import torchaudio
 SAMPLE_RATE = 16000  # what every speech encoder here expects
 RATES = (4000, 192000)  # sample rates accepted from a file's header (Hz): telephone to studio
 MAX_RATIO_TERM = 1000  # the largest denominator of a resampling ratio (see `resample`)
+# The longest clip `smap prepare` and `smap infer` read by default, for every encoder (a longer one
+# is refused from its header). Self-attention over a whole clip grows with its square: one layer of
+# the paper's SeamlessM4T-v2-large speech encoder (16 heads, relative keys) in fp32 took 0.58 GB at
+# 20 s and 2.19 GB at 40 s, so with its 2.4 GB of weights about 7 GB at 60 s and 22 GB at 120 s.
+# 60 s fits an 8 GB GPU or a 16 GB laptop, is two of Whisper's 30 s windows, and is past the
+# longest utterance of LibriSpeech (35 s). A clip refused is a named skip, counted in the report.
+MAX_SECONDS = 60.0
 
 
 class AudioError(ValueError):

@@ -10,8 +10,10 @@ Generating (each returns rows ``{"id", "task", "prompt", "output"}`` in input or
   * ``generate_features(model, ids, features, requests)``: encoder features already in memory;
   * ``generate_store(model, store, requests)``: utterances of a prepared feature store;
   * ``generate_audio(model, paths, requests)``: audio files, encoded on the fly with the model's
-    encoder (`smap.encoders.load_encoder`); every file is read before any is processed, so an
-    unreadable one fails the call before work is done;
+    encoder (`smap.encoders.load_encoder`) and kept as a store keeps features (float16), so a
+    clip gives what it gives once prepared; every file is read before any is processed, so an
+    unreadable one, or one over `max_seconds` (`smap prepare`'s limit by default, found from its
+    header before it is decoded), fails the call before work is done;
   * ``nearest_store(model, store)``: no LLM at all: each speech vector the LLM would read (the
     mapper's, or its token mixture) as its nearest token embedding, the transcript Stage 1 alone gives;
   * ``generate_text(lm, ids, texts, requests)``: the text-only path. The text's token embeddings
@@ -53,11 +55,12 @@ from smap.speech_llm import Decoding, PromptedLM, SpeechLLM
 def load_model(model: str | Path | None = None, mapper: str | Path | None = None, llm: str | None = None,
                system: str = "default", device: str | None = None, layout: str = DEFAULT_LAYOUT,
                token_mix: float = 0.0, dtype: torch.dtype = torch.float32) -> SpeechLLM:
-    """A speech LLM from a model folder (its own prompt settings), or from a Stage-1 mapper and an
-    LLM spec (`system`, `layout` and `token_mix`); the frozen LLM in `dtype`, the mapper in fp32."""
+    """A speech LLM from a model folder (its own prompt settings; `llm`: where its LLM is now, if
+    not where the folder says), or from a Stage-1 mapper and an LLM spec (`system`, `layout` and
+    `token_mix`); the frozen LLM in `dtype`, the mapper in fp32."""
     if (model is None) == (mapper is None):
         raise ValueError("give either a model folder (--model) or a Stage-1 mapper (--mapper, with --llm)")
-    speech_llm = (SpeechLLM.from_pretrained(model, dtype) if model is not None
+    speech_llm = (SpeechLLM.from_pretrained(model, dtype, llm=llm) if model is not None
                   else SpeechLLM.from_mapper(mapper, llm, system, dtype, layout=layout, token_mix=token_mix))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     speech_llm.to(device).eval()
@@ -170,12 +173,15 @@ def generate_store(model: SpeechLLM, store: FeatureStore | str | Path, requests:
 def generate_audio(model: SpeechLLM, paths: Sequence[str | Path], requests: Sequence[Request] | None = None,
                    task: str = "asr", tgt_lang: str | None = None, question: str | None = None,
                    prompt: str | None = None, encoder: str | None = None, max_frames: int = 4000,
-                   decoding: Decoding = Decoding(), advance: Advance = silent) -> list[dict]:
-    """Outputs for audio files; `encoder` overrides the model's encoder spec."""
-    from smap.audio import SAMPLE_RATE, load_audio, resample
+                   decoding: Decoding = Decoding(), advance: Advance = silent,
+                   max_seconds: float | None = None) -> list[dict]:
+    """Outputs for audio files; `encoder` overrides the model's encoder spec. A file longer than
+    `max_seconds` (None: `smap.audio.MAX_SECONDS`) raises AudioError, found from its header."""
+    from smap.audio import MAX_SECONDS, SAMPLE_RATE, load_audio, resample
     from smap.encoders import load_encoder
 
-    waves = [load_audio(p) for p in paths]  # every file read before anything heavy is loaded
+    limit = MAX_SECONDS if max_seconds is None else max_seconds
+    waves = [load_audio(p, max_seconds=limit) for p in paths]  # every file read before anything heavy is loaded
     spec = encoder or model.settings.encoder
     if not spec:
         raise ValueError("the model does not record its speech encoder; give --encoder")
@@ -183,7 +189,8 @@ def generate_audio(model: SpeechLLM, paths: Sequence[str | Path], requests: Sequ
     if enc.dim != model.mapper.config.input_dim:
         raise ValueError(f"encoder {spec} gives {enc.dim}-d features, the mapper takes {model.mapper.config.input_dim}")
     waves = [resample(w, SAMPLE_RATE, enc.sample_rate) for w in waves]
-    features = [f for k in range(0, len(waves), 16) for f in enc.encode(waves[k : k + 16])]
+    # Rounded as a store keeps them: the mapper learnt from stored features.
+    features = [f.to(torch.float16) for k in range(0, len(waves), 16) for f in enc.encode(waves[k : k + 16])]
     requests = list(requests) if requests is not None else [Request(task, tgt_lang, question, prompt)] * len(paths)
     return generate_features(model, [str(p) for p in paths], features, requests, max_frames, decoding, advance)
 

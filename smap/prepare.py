@@ -14,7 +14,8 @@ An item that cannot be used is skipped, named with its reason on screen and in `
   missing        no such audio file
   unreadable     the audio cannot be decoded
   empty          no audio, shorter than 20 ms, or silent
-  too long       longer than --max-seconds (default: the encoder's limit, 30 s for Whisper)
+  too long       longer than --max-seconds (default: smap.audio.MAX_SECONDS, 60 s, for every
+                 encoder; found from the audio's header, before it is decoded)
   encoder        the encoder fails on the clip alone, or gives non-finite features
 Skipped items are tried again on a re-run, so a fixed file is picked up; ``skips.jsonl`` lists a
 run's skips (a re-run starts it anew).
@@ -22,8 +23,9 @@ run's skips (a re-run starts it anew).
 An encoder batch that fails is encoded again clip by clip, so that one clip that the encoder
 cannot take is skipped and the others stored; a re-run does not stop on it either.
 
-The report (rewritten after every shard, so an interrupted run leaves one) holds counts, hours,
-the skips per reason, throughput, and with an LLM, frames per token: whether the mapper's output
+The report (rewritten after every shard, so an interrupted run leaves one) holds counts (`items` in
+the source, `stored`, `skipped` and, by reason, `skip_reasons`), the length limit (`max_seconds`),
+hours, throughput, and with an LLM, frames per token: whether the mapper's output
 (the encoder frames shortened by its 4x downsampling) has room for the transcript's tokens, which
 the Stage-1 loss needs.
 
@@ -46,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from smap.audio import AudioError
+from smap.audio import MAX_SECONDS, AudioError
 from smap.data.sources import Item, open_source
 from smap.data.store import STORE_FILE, FeatureStore, RecordTooLargeError, StoreError, StoreInfo, StoreWriter
 from smap.encoders import EMBEDDED_ENCODER, Encoder, load_encoder
@@ -79,7 +81,7 @@ class PrepareConfig:
     encoder_options: dict = field(default_factory=dict)
     source_options: dict = field(default_factory=dict)
     limit: int | None = None  # only the first N utterances (a quick try)
-    max_seconds: float | None = None  # longer clips are skipped; None: the encoder's own limit
+    max_seconds: float | None = None  # longer clips are skipped; None: MAX_SECONDS
     batch_seconds: float = 240.0  # padded audio per encoder batch
     batch_size: int = 64
     shard_size: int = 256  # utterances per chunk and shard
@@ -261,9 +263,7 @@ def _prepare(cfg: PrepareConfig, state, source, started: float, show) -> dict:
     if world > 1 and "device" not in options:
         options["device"] = str(state.device)
     encoder = load_encoder(cfg.encoder, **options)
-    max_seconds = cfg.max_seconds if cfg.max_seconds is not None else encoder.max_seconds
-    if encoder.max_seconds is not None and max_seconds is not None and max_seconds > encoder.max_seconds:
-        raise ValueError(f"--max-seconds {max_seconds:g}: {encoder.name} takes at most {encoder.max_seconds:g} s")
+    max_seconds = MAX_SECONDS if cfg.max_seconds is None else cfg.max_seconds
 
     out = Path(cfg.out)
     meta = {"source": source.name, "split": source.split, "sample_rate": encoder.sample_rate,
@@ -282,7 +282,7 @@ def _prepare(cfg: PrepareConfig, state, source, started: float, show) -> dict:
     hours_before = sum(float(r["duration"]) for r in before) / 3600
     report_base = {"source": source.name, "split": source.split, "store": str(out), "encoder": encoder.name,
                    "dim": encoder.dim, "frame_rate": encoder.frame_rate, "items": len(items),
-                   "stored_before": len(before)}
+                   "stored_before": len(before), "max_seconds": max_seconds}
 
     with progress(show, f"prepare {source.split} -> {out.name}", sum(len(c) for c in mine), "utterances") as update:
         for chunk in mine:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from smap.encoders import EncoderError, load_encoder, parse_spec
-from smap.encoders.whisper import encoder_frames, log_mel
+from smap.encoders.whisper import FRAME_RATE, WINDOW_SAMPLES, encoder_frames, log_mel
 
 
 def _waves(seconds=(1.0, 1.7, 0.6), seed=0) -> list[torch.Tensor]:
@@ -127,7 +127,12 @@ def test_whisper_encoder_is_trimmed_to_the_real_length(tiny_whisper):
     assert [f.shape for f in feats] == [(50, 16), (encoder_frames(waves[1].numel()), 16)]
     assert feats[1].shape[0] == 126  # 2.51 s: 251 mel frames, halved and rounded up
     assert torch.allclose(feats[1], ref[:126], atol=1e-4)
-    assert enc.max_seconds == 30
+    # Over the 30 s window: each window encoded as a clip of its own, the frames joined.
+    (long,) = _waves((31.0,))
+    (joined,) = enc.encode([long])
+    assert joined.shape == (encoder_frames(long.numel()), 16) == (1550, 16)
+    assert torch.equal(joined[:1500], enc.encode([long[:WINDOW_SAMPLES]])[0])
+    assert torch.equal(joined[1500:], enc.encode([long[WINDOW_SAMPLES:]])[0])
     assert load_encoder(f"hf:{folder}", layer=1).encode(waves)[0].shape == (50, 16)
 
 
@@ -168,7 +173,7 @@ def test_embedded_whisper_encodes_synthetic_speech():
     from smap.audio import synthesize
 
     enc = load_encoder("whisper-tiny.en")
-    assert (enc.name, enc.dim, enc.frame_rate, enc.max_seconds) == ("whisper-tiny.en", 384, 50, 30)
+    assert (enc.name, enc.dim, enc.frame_rate) == ("whisper-tiny.en", 384, 50)
     a = synthesize("The children are playing in the garden.", "en-us+m2")
     b = synthesize("Please turn the music down a little.", "en-us+f2")
     feats = enc.encode([a, b])
@@ -184,6 +189,32 @@ def test_embedded_whisper_encodes_synthetic_speech():
     assert cos(alone, full).mean() > 0.8
     # The spec recorded in a store rebuilds the same encoder.
     assert load_encoder(windowed.name).name == windowed.name
+
+
+def long_speech(seconds: float) -> torch.Tensor:
+    """(samples,) synthetic speech at 16 kHz, a sentence said over and over, cut to `seconds`."""
+    from smap.audio import synthesize
+
+    one = synthesize("The children are playing in the garden, and the music is far too loud.")
+    n = int(seconds * 16000)
+    return one.repeat(n // one.numel() + 1)[:n]
+
+
+@pytest.mark.embedded
+def test_embedded_whisper_takes_a_45_s_clip_in_30_s_windows():
+    """Whisper's encoder takes 30 s at most: a longer clip is cut into 30 s windows, each encoded
+    as a clip of its own and kept for its real length, and the frames joined."""
+    clip = long_speech(45.0)
+    for window in (False, True):  # --window pads each window to 30 s, as Whisper was trained
+        enc = load_encoder("whisper-tiny.en", window=window)
+        (feats,) = enc.encode([clip])
+        assert feats.shape == (int(45 * FRAME_RATE), 384) == (encoder_frames(clip.numel()), 384)
+        assert torch.equal(feats[:1500], enc.encode([clip[:WINDOW_SAMPLES]])[0])
+        assert torch.equal(feats[1500:], enc.encode([clip[WINDOW_SAMPLES:]])[0])
+    # A last window shorter than one STFT frame (200 samples: one encoder frame) still counts.
+    (tail,) = enc.encode([clip[: WINDOW_SAMPLES + 200]])
+    assert tail.shape == (encoder_frames(WINDOW_SAMPLES + 200), 384) == (1501, 384)
+    assert torch.equal(tail[:1500], feats[:1500])
 
 
 @pytest.mark.embedded
@@ -207,3 +238,27 @@ def test_embedded_whisper_mel_is_what_whisper_reads():
                              [["<|startoftranscript|>", "<|notimestamps|>"]] * 2, max_length=30)
     hyps = [normalize(tokenizer.decode(r.sequences_ids[0])) for r in results]
     assert jiwer.wer([normalize(r) for r in refs], hyps) < 0.2, hyps
+
+
+def test_a_hub_encoder_is_fetched_at_the_revision_given_and_a_mistyped_path_is_not(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from smap.encoders.hf import model_folder
+
+    calls = []
+
+    def snapshot_download(repo_id, revision=None, **kwargs):
+        calls.append((repo_id, revision))
+        folder = tmp_path / "snap"
+        folder.mkdir(exist_ok=True)
+        (folder / "model.safetensors").touch()
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.chdir(tmp_path)
+    assert model_folder("someone/encoder@abc123") == tmp_path / "snap"
+    assert calls == [("someone/encoder", "abc123")]
+    (tmp_path / "data").mkdir()  # data/encoder beside data/: a path mistyped, not a repository
+    with pytest.raises(EncoderError, match="no such folder"):
+        model_folder("data/encoder")
+    assert calls == [("someone/encoder", "abc123")]

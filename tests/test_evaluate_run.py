@@ -573,6 +573,28 @@ def test_sfm_st_needs_a_seamless_checkpoint_as_asr():
         systems.build(["sfm-st"], llm="x", asr="whisper-tiny.en")
 
 
+@pytest.mark.embedded
+def test_whisper_cascade_reads_a_clip_over_30_seconds_window_by_window(tmp_path):
+    """A 45 s clip, encoded in 30 s windows (`smap prepare --window`), is read whole: the words
+    of both windows, as Whisper reads long audio."""
+    from smap.audio import synthesize
+    from smap.encoders import load_encoder
+    from smap.evaluate.systems import WhisperTranscriber
+
+    first, second = "please send me the report before friday", "thank you very much for your help"
+    waves = [torch.as_tensor(w[0] if isinstance(w, tuple) else w) for w in map(synthesize, (first, second))]
+    # the first sentence, then silence to the 30 s boundary, then the second and silence to 45 s
+    wav = torch.zeros(45 * 16000)
+    wav[:len(waves[0])] = waves[0]
+    wav[30 * 16000:30 * 16000 + len(waves[1])] = waves[1]
+    split = select("tts/test")[0]
+    enc = load_encoder("whisper-tiny.en?window=1")
+    with StoreWriter(split.store_dir(tmp_path), encoder=enc.name, dim=enc.dim, frame_rate=enc.frame_rate) as w:
+        w.add({"id": "a", "text": f"{first} {second}", "duration": 45.0}, enc.encode([wav])[0])
+    (said,) = WhisperTranscriber("whisper-tiny.en")(split, FeatureStore(split.store_dir(tmp_path)), None)
+    assert metrics.wer([f"{first} {second}"], [said]) <= 10.0, said
+
+
 def test_a_system_with_tasks_runs_only_on_splits_of_those_tasks(root):
     st_only = Fake("st-only", lambda r: r["text"])
     st_only.tasks = ("st",)

@@ -1,13 +1,15 @@
 import json
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
 from conftest import write_store
 from smap.cli import app
 from smap.data.store import FeatureStore
-from smap.generate import generate_store, generate_text, load_model, load_text_lm, request_for
+from smap.generate import generate_audio, generate_store, generate_text, load_model, load_text_lm, request_for
 from smap.llm import load_causal_lm
 from smap.mapper import SpeechMapper, preset
 from smap.llm import tokenizer_fingerprint
@@ -94,10 +96,18 @@ def test_infer_store_prints_lines_and_writes_jsonl(tmp_path, sentences, model_di
 def test_stage1_mapper_with_an_llm_spec(tmp_path, sentences, tiny_llama):
     store = write_store(tmp_path / "s", sentences[:2])
     mapper = _mapper(tmp_path / "mapper", tiny_llama)
+    out = tmp_path / "rows.jsonl"
     result = runner.invoke(app, ["infer", "--mapper", str(mapper), "--llm", str(tiny_llama), "--store", str(store),
-                                 "--task", "free", "--prompt", "the a", "--max-new-tokens", "3"])
+                                 "--task", "free", "--prompt", "the a", "--max-new-tokens", "3",
+                                 "--mixed-precision", "no", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.count("\n") == 2
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["id"], r["task"], r["prompt"]) for r in rows] == [("utt0000", "free", "the a"), ("utt0001", "free", "the a")]
+    # The rows are the mapper's own outputs with that LLM, and the lines printed are the rows.
+    model = load_model(mapper=mapper, llm=str(tiny_llama))
+    assert rows == generate_store(model, store, task="free", prompt="the a", decoding=Decoding(max_new_tokens=3))
+    assert all(r["output"].strip() for r in rows)
+    assert result.stdout.splitlines() == [f"{r['id']}\t{r['output']}" for r in rows]
 
 
 def test_help_explains_every_option():
@@ -116,11 +126,14 @@ def test_help_explains_every_option():
     ("not_a_model", "not a smap model folder"),
     ("both_inputs", "give audio files or --store, not both"),
     ("bad_layout", "--layout must be one of quoted, instruction-first, speech-first, not 'audio-last'"),
+    ("too_long_audio", "long.wav: 2.0 s > 1.5 s"),
 ])
 def test_errors_are_one_line_nonzero_and_write_nothing(tmp_path, sentences, model_dir, tiny_llama, case, message):
     store = write_store(tmp_path / "s", sentences[:2])
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....WAVEfmt not really audio")
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(32000, np.float32), 16000)
     args = {
         "unreadable_audio": [str(bad), "--model", str(model_dir)],
         "missing_audio": [str(tmp_path / "none.wav"), "--model", str(model_dir)],
@@ -129,6 +142,7 @@ def test_errors_are_one_line_nonzero_and_write_nothing(tmp_path, sentences, mode
         "not_a_model": ["--model", str(tmp_path), "--store", str(store)],
         "both_inputs": [str(bad), "--model", str(model_dir), "--store", str(store)],
         "bad_layout": ["--mapper", str(_mapper(tmp_path / "m", tiny_llama)), "--layout", "audio-last", "--store", str(store)],
+        "too_long_audio": [str(long), "--model", str(model_dir), "--max-seconds", "1.5"],
     }[case]
     out = tmp_path / "rows.jsonl"
     result = runner.invoke(app, ["infer", *args, "--out", str(out)])
@@ -138,25 +152,46 @@ def test_errors_are_one_line_nonzero_and_write_nothing(tmp_path, sentences, mode
     assert not out.exists() and not list(tmp_path.glob(".rows.jsonl*"))
 
 
-@pytest.mark.embedded
-def test_infer_on_a_synthetic_clip_prints_a_transcript(tmp_path):
-    import soundfile as sf
+def test_audio_over_the_default_limit_is_refused_before_decoding(tmp_path, model_dir, monkeypatch):
+    """`smap infer FILE` read any length: an hour-long file ran the machine out of memory. The
+    limit is `smap prepare`'s, checked from the header."""
+    from smap.audio import MAX_SECONDS, AudioError
 
+    clip = tmp_path / "lecture.wav"
+    sf.write(clip, np.zeros(int((MAX_SECONDS + 1) * 16000), np.float32), 16000)
+    monkeypatch.setattr(sf.SoundFile, "read", lambda *a, **k: pytest.fail("decoded a file it should refuse"))
+    result = runner.invoke(app, ["infer", str(clip), "--model", str(model_dir)])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if "error:" in line]
+    assert errors == [f"error: {clip}: {MAX_SECONDS + 1:.1f} s > {MAX_SECONDS:g} s"]
+    with pytest.raises(AudioError, match="lecture.wav") as e:
+        generate_audio(load_model(model_dir), [clip])
+    assert e.value.reason == "too long"
+
+
+@pytest.mark.embedded
+def test_infer_on_a_clip_equals_decoding_its_stored_features(tmp_path):
+    """`smap infer CLIP` gives what the same clip gives once prepared into a store."""
     from smap.audio import SAMPLE_RATE, synthesize
     from smap.llm import EMBEDDED_LLM
+    from smap.prepare import PrepareConfig, prepare
 
     clip = tmp_path / "clip.wav"
     sf.write(clip, synthesize("open the door please").numpy(), SAMPLE_RATE)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"id": "c", "audio": "clip.wav", "text": "open the door please"}) + "\n")
+    prepare(PrepareConfig(source=str(tmp_path / "m.jsonl"), out=str(tmp_path / "store")))
     llm, tok = load_causal_lm(EMBEDDED_LLM)
     cfg = preset("tiny", 384, llm.config.hidden_size)
     cfg.extra = {"llm": EMBEDDED_LLM, "tokenizer": tokenizer_fingerprint(tok), "encoder": "whisper-tiny.en"}
     SpeechMapper(cfg).save_pretrained(tmp_path / "mapper")
     result = runner.invoke(app, ["infer", str(clip), "--mapper", str(tmp_path / "mapper"), "--system", "short",
-                                 "--out", str(tmp_path / "rows.jsonl")])
+                                 "--mixed-precision", "no", "--out", str(tmp_path / "rows.jsonl")])
     assert result.exit_code == 0, result.output
     row = json.loads((tmp_path / "rows.jsonl").read_text())
     assert row["id"] == str(clip) and row["task"] == "asr" and row["output"].strip()
     assert f"{clip}\t{row['output']}" in result.stdout
+    (stored,) = generate_store(load_model(mapper=tmp_path / "mapper", system="short"), tmp_path / "store")
+    assert row["output"] == stored["output"]
 
 
 def _imported(path) -> set[str]:

@@ -120,6 +120,43 @@ def test_prepare_skips_a_long_clip_without_decoding_it(tmp_path, tiny_encoder, m
     assert skips(tmp_path / "s") == [{"id": "long", "reason": "too long", "detail": f"{d / 'long.wav'}: 4.0 s > 2 s"}]
 
 
+def test_every_encoder_has_a_default_length_limit(tmp_path, tiny_encoder, monkeypatch):  # noqa: F811
+    """Encoders other than Whisper (SeamlessM4T, HuBERT...) took audio of any length: an hour-long
+    file ran the machine out of memory, and again on every resume. Now every encoder has a default
+    limit: a longer clip is a named skip found from its header, counted in the report."""
+    from smap.audio import MAX_SECONDS
+
+    d = tmp_path / "d"
+    d.mkdir()
+    _write(d / "short.wav", 0.5)
+    _write(d / "long.wav", MAX_SECONDS + 1)
+    rows = [{"id": "short", "audio": "short.wav", "text": "the cat"}, {"id": "long", "audio": "long.wav", "text": "a"}]
+    (d / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    read, real_read = [], sf.SoundFile.read
+
+    def spy(self, *args, **kwargs):
+        read.append(Path(self.name).name)
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", spy)
+    args = ["prepare", "--dataset", str(d / "m.jsonl"), "--out", str(tmp_path / "s"), "--encoder", tiny_encoder]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert read == ["short.wav"]
+    detail = f"{d / 'long.wav'}: {MAX_SECONDS + 1:.1f} s > {MAX_SECONDS:g} s"
+    assert f"skip long: too long ({detail})" in result.output
+    assert skips(tmp_path / "s") == [{"id": "long", "reason": "too long", "detail": detail}]
+    report = json.loads((tmp_path / "s" / "prepare_report.json").read_text())
+    # What "N of M utterances skipped" reads: skipped (by reason) of items, under max_seconds.
+    assert (report["items"], report["stored"], report["skipped"]) == (2, 1, 1)
+    assert (report["skip_reasons"], report["max_seconds"]) == ({"too long": 1}, MAX_SECONDS)
+    # --max-seconds moves the limit: the clip is stored on a re-run.
+    result = runner.invoke(app, args + ["--max-seconds", str(MAX_SECONDS + 2)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "s" / "prepare_report.json").read_text())
+    assert (report["stored"], report["skipped"], report["max_seconds"]) == (2, 0, MAX_SECONDS + 2)
+
+
 # -- checkpoint indexes ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("how", ["parent", "absolute"])

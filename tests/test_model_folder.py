@@ -13,9 +13,8 @@ from conftest import write_store
 from smap.attach import AttachConfig, attach
 from smap.cli import app
 from smap.encoders import EncoderError, load_encoder
-from smap.generate import generate_store
 from smap.llm import LLMSpecError, load_causal_lm, resolve
-from smap.speech_llm import MODEL_FILE, Decoding, SpeechLLM
+from smap.speech_llm import MODEL_FILE, SpeechLLM
 from test_attach import save_mapper
 
 runner = CliRunner()
@@ -42,10 +41,10 @@ def attach_tiny(tmp_path, train, mapper_llm, llm=None):
                                lr=3e-3, warmup=1, max_frames=300, save_every=1000, eval_every=1000, log_every=1))
 
 
-def infer_rows(model: str, store) -> list[dict]:
+def infer_rows(model: str, store, *options: str) -> list[dict]:
     out = store.parent / "rows.jsonl"
     result = runner.invoke(app, ["infer", "--model", model, "--store", str(store), "--max-new-tokens", "6",
-                                 "--out", str(out)])
+                                 "--out", str(out), *options])
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -117,10 +116,8 @@ def test_a_model_folder_whose_llm_is_gone_names_it_and_takes_another_place(tmp_p
     llm_b = shutil.move(llm, tmp_path / "machine-b" / "llm")
     line = one_error(runner.invoke(app, ["infer", "--model", str(moved), "--store", str(valid)]))
     assert str(llm.resolve()) in line and "--llm" in line and MODEL_FILE in line
-    model = SpeechLLM.from_pretrained(moved, llm=str(llm_b))  # `smap infer --model DIR --llm SPEC`
-    assert model.settings.llm == str(llm_b.resolve())
-    after = generate_store(model, valid, decoding=Decoding(max_new_tokens=6))
-    assert [r["output"] for r in after] == [r["output"] for r in before]
+    assert SpeechLLM.from_pretrained(moved, llm=str(llm_b)).settings.llm == str(llm_b.resolve())
+    assert infer_rows(str(moved), valid, "--llm", str(llm_b)) == before
 
 
 def test_model_from_the_hub_is_fetched_at_its_revision_and_loaded(tmp_path, stores, attached, tiny_llama, monkeypatch):

@@ -130,9 +130,23 @@ def test_too_long_and_frames_per_token(tmp_path, tiny_encoder, tiny_llama):
 
 
 @pytest.mark.embedded
-def test_max_seconds_beyond_whispers_window_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="takes at most 30 s"):
-        prepare(PrepareConfig(source="tts", out=str(tmp_path / "t"), max_seconds=60))
+def test_whisper_stores_a_45_s_clip_in_30_s_windows(tmp_path):
+    """Whisper refused clips over its 30 s window and prepare skipped them: a test split lost its
+    longest utterances. Now they are stored, their frames for their whole length, with --window too."""
+    from test_encoders import long_speech
+
+    from smap.encoders.whisper import FRAME_RATE
+
+    data = tmp_path / "d"
+    data.mkdir()
+    sf.write(data / "long.wav", long_speech(45.0).numpy(), 16000)
+    manifest = _manifest(data, [{"id": "long", "audio": "long.wav", "text": "the children are playing"}])
+    for window in (False, True):
+        out = tmp_path / f"window-{window}"
+        report = prepare(PrepareConfig(source=str(manifest), out=str(out), encoder_options={"window": window}))
+        (rec,) = FeatureStore(out).records
+        assert (report["stored"], report["skipped"]) == (1, 0)
+        assert (rec["frames"], rec["duration"]) == (int(45 * FRAME_RATE), 45.0)
 
 
 def test_another_corpus_is_not_mixed_into_a_store(tmp_path, tiny_encoder):

@@ -54,7 +54,6 @@ class Encoder(ABC):
     dim: int  # feature size
     sample_rate: int = 16000  # of the input waveforms
     frame_rate: float  # output frames per second of audio
-    max_seconds: float | None = None  # longest input accepted (Whisper: its 30 s window)
 
     @abstractmethod
     def encode(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -121,7 +120,8 @@ def load_encoder(spec: str = EMBEDDED_ENCODER, **opts) -> Encoder:
     """Build the encoder a spec names (see the module docstring); keyword options override the query.
 
     Common options: ``device`` ('cpu', 'cuda', 'auto'), ``layer`` (transformers backends),
-    ``window`` (Whisper: pad every clip to the 30 s window, as Whisper was trained),
+    ``window`` (Whisper: pad every clip to the 30 s window, as Whisper was trained; any Whisper
+    takes a clip over 30 s in 30 s windows and joins their frames),
     ``compute_type`` (CTranslate2: 'int8', 'float32', 'float16', ...), ``dtype`` (transformers:
     'float32', 'float16', 'bfloat16'), ``threads`` (CPU threads of CTranslate2).
     """

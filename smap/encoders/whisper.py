@@ -7,6 +7,13 @@ Whisper was trained on clips padded to a 30 s window. CTranslate2 also accepts s
 without the window a 3 s clip costs about a thirtieth of the compute, and the features still carry
 the words (greedy decoding from them finds the same content words). ``window=1`` restores the
 30 s padding; the transformers encoder always uses it, since it refuses other lengths.
+
+A clip over 30 s is cut into 30 s windows (the last one shorter), without overlap: each window is
+encoded as a clip of its own (what Whisper was trained on), kept for its real length, and the
+frames are joined in time. A window is a whole number of frames (1500), so a clip of n samples
+gives `encoder_frames(n)` frames however it is cut, and its first 30 s give the features of those
+30 s alone. Each window has its own log-mel normalisation and no context across the cut: an
+overlap would buy that context with frames encoded twice and a rule to merge them.
 """
 
 from __future__ import annotations
@@ -49,15 +56,32 @@ def encoder_frames(n_samples: int) -> int:
 
 
 def _batch(waves: list[torch.Tensor], window: bool) -> torch.Tensor:
-    """(batch, samples) zero-padded to the longest clip, or to the 30 s window."""
-    longest = max(w.numel() for w in waves)
-    if longest > WINDOW_SAMPLES:
-        raise EncoderError(f"Whisper takes at most {WINDOW_SECONDS} s of audio, got {longest / SAMPLE_RATE:.1f} s")
-    size = WINDOW_SAMPLES if window else longest
+    """(batch, samples) zero-padded to the longest clip, or to the 30 s window; each clip at most 30 s.
+
+    At least one STFT frame long: the last window of a long clip can be a few samples."""
+    size = WINDOW_SAMPLES if window else max(N_FFT, max(w.numel() for w in waves))
     out = torch.zeros(len(waves), size)
     for i, w in enumerate(waves):
         out[i, : w.numel()] = w
     return out
+
+
+def encode_windows(waves: list[torch.Tensor], window: bool, encode) -> list[torch.Tensor]:
+    """Waves of any length, each (samples,) -> features, each (encoder_frames(samples), dim).
+
+    `encode`: (batch, samples) of at most 30 s -> (batch, frames, dim). Each wave is cut into 30 s
+    windows, each window's frames are cut to its real length and a wave's windows joined. No call
+    takes more windows than there are waves: a batch of long clips costs no more memory at once
+    than a batch of 30 s ones."""
+    pieces = [(i, w[start: start + WINDOW_SAMPLES]) for i, w in enumerate(waves)
+              for start in range(0, max(w.numel(), 1), WINDOW_SAMPLES)]
+    parts: list[list[torch.Tensor]] = [[] for _ in waves]
+    for k in range(0, len(pieces), len(waves)):
+        group = pieces[k: k + len(waves)]
+        feats = encode(_batch([p for _, p in group], window))
+        for j, (i, p) in enumerate(group):
+            parts[i].append(feats[j, : encoder_frames(p.numel())])
+    return [torch.cat(p) for p in parts]
 
 
 def _flag(value) -> bool:
@@ -74,7 +98,6 @@ def _flag(value) -> bool:
 class CT2WhisperEncoder(Encoder):
     """The encoder half of a CTranslate2 Whisper model (`ctranslate2.models.Whisper.encode`)."""
 
-    max_seconds = WINDOW_SECONDS
     frame_rate = FRAME_RATE
 
     def __init__(self, path, name: str, window=False, compute_type: str | None = None,
@@ -105,14 +128,12 @@ class CT2WhisperEncoder(Encoder):
         return np.asarray(out, dtype=np.float32)
 
     def encode(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
-        feats = torch.from_numpy(self._encode(_batch(waves, self.window)))
-        return [feats[i, : encoder_frames(w.numel())].clone() for i, w in enumerate(waves)]
+        return encode_windows(waves, self.window, lambda audio: torch.from_numpy(self._encode(audio)))
 
 
 class HFWhisperEncoder(Encoder):
     """The encoder of a transformers Whisper checkpoint, loaded without its decoder."""
 
-    max_seconds = WINDOW_SECONDS
     frame_rate = FRAME_RATE
 
     def __init__(self, folder, name: str, config, layer=None, device: str | None = None, dtype=None):
@@ -130,8 +151,11 @@ class HFWhisperEncoder(Encoder):
 
     @torch.inference_mode()
     def encode(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
-        mel = log_mel(_batch(waves, window=True).to(self.device), self.n_mels).to(self.dtype)
+        return encode_windows(waves, True, self._encode)
+
+    def _encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """(batch, 30 s of samples) -> (batch, 1500, dim) on the CPU."""
+        mel = log_mel(audio.to(self.device), self.n_mels).to(self.dtype)
         with self.tap:
             out = self.model(mel).last_hidden_state
-        feats = self.tap.output(out).float().cpu()
-        return [feats[i, : encoder_frames(w.numel())].clone() for i, w in enumerate(waves)]
+        return self.tap.output(out).float().cpu()

@@ -253,19 +253,24 @@ class WhisperTranscriber:
         from smap.encoders.whisper import FRAME_RATE, WINDOW_SECONDS
 
         source, where, ids = _own_features(self.base, split, store, limit, self.data_root, f"{self.base} --window")
-        window = int(WINDOW_SECONDS * FRAME_RATE) if parse_spec(source.encoder)[1].get("window") in ("1", "true") else 0
+        frames = int(WINDOW_SECONDS * FRAME_RATE)
+        window = frames if parse_spec(source.encoder)[1].get("window") in ("1", "true") else 0
         texts = []
-        # One utterance at a time: CTranslate2 takes no mask over padded encoder frames.
+        # One utterance at a time: CTranslate2 takes no mask over padded encoder frames. A clip over
+        # 30 s (its features joined from 30 s windows) is read window by window, as Whisper reads
+        # long audio, and the texts joined.
         for uid in ids:
-            feats = source.features(where[uid]).float()
-            cap = int(len(feats) / FRAME_RATE * self.TOKENS_PER_SECOND) + self.SLACK + len(self.prompt)
-            if len(feats) < window:
-                feats = torch.cat([feats, feats.new_zeros(window - len(feats), feats.shape[1])])
-            view = ctranslate2.StorageView.from_array(feats[None].contiguous().numpy())
-            result = self.encoder.model.generate(view, [self.prompt], beam_size=self.decoding.num_beams,
-                                                 max_length=min(448, cap),
-                                                 no_repeat_ngram_size=self.decoding.no_repeat_ngram)[0]
-            texts.append(self.tokenizer.decode(result.sequences_ids[0]).strip())
+            parts = []
+            for feats in source.features(where[uid]).float().split(frames):
+                cap = int(len(feats) / FRAME_RATE * self.TOKENS_PER_SECOND) + self.SLACK + len(self.prompt)
+                if len(feats) < window:
+                    feats = torch.cat([feats, feats.new_zeros(window - len(feats), feats.shape[1])])
+                view = ctranslate2.StorageView.from_array(feats[None].contiguous().numpy())
+                result = self.encoder.model.generate(view, [self.prompt], beam_size=self.decoding.num_beams,
+                                                     max_length=min(448, cap),
+                                                     no_repeat_ngram_size=self.decoding.no_repeat_ngram)[0]
+                parts.append(self.tokenizer.decode(result.sequences_ids[0]).strip())
+            texts.append(" ".join(p for p in parts if p))
             advance(1)
         return texts
 
