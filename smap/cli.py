@@ -197,6 +197,7 @@ def prepare(
     vocab: Annotated[int, typer.Option(min=0, help="tts: held-out sentences use only the N most frequent words of the text, and so do training sentences while there are any; more training sentences come from the rest, the commonest words first (0: no limit).", rich_help_panel=TTS)] = 5000,
     qa_vocab_voices: Annotated[int, typer.Option(min=0, help="tts: add to train the sentences of smap/resources/qa_vocabulary_sentences.txt, written to use the spoken questions' words that the WordNet text lacks (countries, months, animals...), each in N training voices (0: not added). Every split must be prepared with the same value.", rich_help_panel=TTS)] = 0,
     accents: Annotated[str, typer.Option(help="tts: comma list of eSpeak English accents: en-us, en-us-nyc, en, en-gb-x-rp, en-gb-x-gbclan, en-029, en-gb-scotland. Each is spoken by 16 training and 4 held-out voice variants.", rich_help_panel=TTS)] = "en-us",
+    tts_augment: Annotated[str, typer.Option(help="tts: comma list of signal effects on the training utterances (train, train-qa): speed (factor 0.9-1.1), noise (white, 10-30 dB SNR), band (band-limited to 8-11 kHz sampling); each applied to an utterance with probability 1/2. Voices and rates stay those without it; dev and test are never augmented.", rich_help_panel=TTS)] = "",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances (a quick try).")] = None,
     max_seconds: Annotated[Optional[float], typer.Option(min=0.0, help="Skip clips longer than this, found from the audio's header before decoding; each one is named in OUT/skips.jsonl and counted in the report (default: 60 s, for every encoder: what the paper's SeamlessM4T encoder takes in fp32 on an 8 GB GPU).", rich_help_panel=ENCODING)] = None,
     batch_seconds: Annotated[float, typer.Option(min=1.0, help="Encoder batches: padded audio seconds per batch (clips are sorted by length first).", rich_help_panel=ENCODING)] = 240.0,
@@ -227,7 +228,8 @@ def prepare(
                                              voices_per_sentence=voices_per_sentence,
                                              voices_per_question=voices_per_question, vocab=vocab or None,
                                              qa_vocab_voices=qa_vocab_voices,
-                                             accents=tuple(a.strip() for a in accents.split(",") if a.strip()))
+                                             accents=tuple(a.strip() for a in accents.split(",") if a.strip()),
+                                             augment=tuple(e.strip() for e in tts_augment.split(",") if e.strip()))
     cfg = PrepareConfig(source=dataset, out=str(out), split=split, encoder=encoder, encoder_options=encoder_options,
                         source_options=source_options, limit=limit, max_seconds=max_seconds,
                         batch_seconds=batch_seconds, batch_size=batch_size, shard_size=shard_size, llm=llm)

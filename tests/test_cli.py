@@ -57,3 +57,16 @@ def test_every_option_says_what_it_does(command):
     """An option without help text passes any test that only checks it exists; each must explain itself."""
     silent = [opt for opt, p in options(command).items() if opt != "--help" and len((p.help or "").split()) < 3]
     assert not silent, f"smap {command}: options without help text: {silent}"
+
+
+def test_prepare_tts_augment_reaches_the_training_corpus_and_a_wrong_effect_is_one_line(tmp_path):
+    import json
+
+    bad = runner.invoke(app, ["prepare", "--dataset", "tts", "--split", "train", "--tts-train", "4",
+                              "--tts-augment", "speed,reverb", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "augment ('speed', 'reverb')" in bad.output and "Traceback" not in bad.output, bad.output
+    ok = runner.invoke(app, ["prepare", "--dataset", "tts", "--split", "train", "--tts-train", "4",
+                             "--tts-augment", "noise, band", "--limit", "2", "--out", str(tmp_path / "train")])
+    assert ok.exit_code == 0, ok.output
+    info = json.loads((tmp_path / "train" / "store.json").read_text())
+    assert json.dumps(info).count('"augment": ["noise", "band"]') == 1, info
