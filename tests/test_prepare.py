@@ -199,26 +199,6 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(feats_a[k], feats_b[k]) for k in feats_a)
 
 
-def test_two_processes_share_the_work(tmp_path, tiny_encoder):
-    """Two processes started by torchrun, as `accelerate launch --multi_gpu` starts them."""
-    out = tmp_path / "store"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "smap.cli", "prepare", "--dataset", "tts",
-           "--split", "test", "--tts-train", "10", "--tts-dev", "0", "--tts-test", "12", "--shard-size", "3",
-           "--encoder", tiny_encoder, "--out", str(out)]
-    # On the CPU: two processes on a one-GPU machine would each want a GPU of their own.
-    env = child_env(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    names = sorted(p.name for p in out.glob("shard-*.safetensors"))
-    assert names == ["shard-r0-00000.safetensors", "shard-r0-00001.safetensors",
-                     "shard-r1-00000.safetensors", "shard-r1-00001.safetensors"]
-    store = FeatureStore(out)  # one index over both processes' shards
-    assert sorted(r["id"] for r in store.records) == [f"tts-test-{i:05d}" for i in range(12)]
-    report = json.loads((out / "prepare_report.json").read_text())
-    assert (report["stored"], report["encoded_now"], report["skipped"]) == (12, 12, 0)
-
-
 def _manifest(folder: Path, rows: list[dict]) -> Path:
     folder.mkdir(exist_ok=True)
     path = folder / "m.jsonl"
