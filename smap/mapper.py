@@ -67,6 +67,9 @@ class MapperConfig:
     compress: str = "none"  # "ctc": block 1's frames merged by CTC labels before block 2 (module docstring)
     ctc_labels: int = 0  # compress="ctc": token types the CTC head tells apart (it has 2 more outputs)
     ctc_weight: float = 0.05  # compress="ctc": weight of the CTC loss wherever the mapper trains
+    normalize: bool = False  # each utterance's features to zero mean, unit variance per channel (`utterance_norm`)
+    mask_time: float = 0.0  # in training, about this share of input frames masked, in spans (`mask_features`)
+    mask_channels: float = 0.0  # in training, this share of feature channels masked per utterance
     extra: dict = field(default_factory=dict)  # free-form provenance (encoder, LLM, presets)
 
     def __post_init__(self):
@@ -85,8 +88,10 @@ class MapperConfig:
         for name, value in sizes.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout!r}")
+        for name in ("dropout", "mask_time", "mask_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), not {value!r}")
         if not isinstance(self.extra, dict):
             raise ValueError(f"extra must be a JSON object, not {self.extra!r}")
         self.dims = tuple(self.dims)
@@ -159,6 +164,38 @@ def pool_frames(x: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.T
     the result does not depend on how much padding follows a sequence."""
     n = x.shape[1] // k
     return x[:, : n * k].reshape(x.shape[0], n, k, x.shape[2]).mean(2), torch.div(lengths, k, rounding_mode="floor")
+
+
+def utterance_norm(x: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each sequence's real frames to zero mean and unit variance per channel; padding stays zero.
+    x (batch, frames, dim), lengths (batch,) -> (batch, frames, dim). What stays is how the frames
+    differ within the utterance: a voice's constant offset in the features is gone."""
+    mask = length_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)
+    n = lengths.clamp_min(1)[:, None, None].to(x.dtype)
+    mean = (x * mask).sum(1, keepdim=True) / n
+    var = ((x - mean).pow(2) * mask).sum(1, keepdim=True) / n
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+MASK_SPAN = 10  # input frames per time mask: 0.2 s of Whisper's 50 Hz frames, about a syllable
+
+
+def mask_features(x: torch.Tensor, lengths: torch.Tensor, time: float, channels: float) -> torch.Tensor:
+    """SpecAugment on encoder features (Park et al., 2019), as wav2vec 2.0 masks its hidden states:
+    spans of MASK_SPAN frames starting at random real frames, drawn so that about `time` of each
+    sequence's frames are covered, and `channels` of the feature channels of each sequence, are set
+    to zero. x (batch, frames, dim), lengths (batch,) -> (batch, frames, dim). Draws from torch's
+    global generator, which the training loop seeds and checkpoints."""
+    batch, frames, dim = x.shape
+    keep = torch.ones(batch, frames, 1, dtype=x.dtype, device=x.device)
+    if time > 0 and frames:
+        starts = torch.rand(batch, frames, device=x.device) < time / MASK_SPAN
+        starts &= length_mask(lengths, frames)
+        covered = F.max_pool1d(F.pad(starts.to(x.dtype)[:, None], (MASK_SPAN - 1, 0)), MASK_SPAN, 1)[:, 0]
+        keep = keep * (1 - covered)[..., None]
+    if channels > 0:
+        keep = keep * (torch.rand(batch, 1, dim, device=x.device) >= channels).to(x.dtype)
+    return x * keep
 
 
 def segment_means(x: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,6 +277,11 @@ class SpeechMapper(nn.Module):
         `tokens`) the forced alignment of the tokens, so that run k holds token k."""
         if features.shape[-1] != self.config.input_dim:
             raise ValueError(f"features have dim {features.shape[-1]}, the mapper expects {self.config.input_dim}")
+        cfg = self.config
+        if cfg.normalize:
+            features = utterance_norm(features, lengths)
+        if self.training and (cfg.mask_time or cfg.mask_channels):
+            features = mask_features(features, lengths, cfg.mask_time, cfg.mask_channels)
         if self.config.pool > 1:
             features, lengths = pool_frames(features, lengths, self.config.pool)
         x, lengths = self.block1(features, lengths)

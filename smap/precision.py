@@ -62,7 +62,10 @@ def cpu_bf16() -> tuple[bool, str]:
     if platform.machine().lower() in ("aarch64", "arm64") and "bf16" in _arm_cpu_flags():
         return True, "Arm BF16"
     best = next((name for name in ("avx512_f", "avx2") if caps.get(name)), None)
-    return False, f"{best.upper().replace('_F', '') if best else caps.get('architecture', platform.machine())} without bf16 arithmetic"
+    has = best.upper().replace("_F", "") if best else caps.get("architecture", platform.machine())
+    # ATEN_CPU_CAPABILITY can hold torch to lower kernels than the CPU has (AVX2 on an AVX-512 CPU): say so.
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return False, f"{has} without bf16 arithmetic" + (f", torch kernels {kernels}" if best and kernels != has else "")
 
 
 def resolve(requested: str = "auto", device: str | torch.device | None = None) -> Precision:

@@ -53,6 +53,9 @@ class PretrainConfig(LoopConfig):
     preset: str = "small"
     layers: int | None = None
     dropout: float | None = None  # None: the preset's
+    normalize: bool = False  # MapperConfig.normalize: per-utterance feature normalisation
+    mask_time: float = 0.0  # MapperConfig.mask_time: SpecAugment on the features while training
+    mask_channels: float = 0.0  # MapperConfig.mask_channels
     pool: int = 1  # input frames averaged before the mapper (MapperConfig.pool)
     compress: str = "none"  # "ctc": merge block 1's frames by CTC labels (MapperConfig.compress)
     ctc_weight: float = 0.05  # compress="ctc": weight of the CTC loss (MapperConfig.ctc_weight)
@@ -150,7 +153,8 @@ def build_mapper(cfg: PretrainConfig, input_dim: int, emb: LLMEmbeddings, encode
     """The mapper `cfg` describes; ctc_tokens (n,): the token ids its CTC head tells apart
     (compress="ctc": the training transcripts' token types)."""
     overrides = {k: v for k, v in (("n_layers", cfg.layers), ("dropout", cfg.dropout), ("pool", cfg.pool)) if v is not None}
-    overrides["compress"] = cfg.compress
+    overrides |= {"compress": cfg.compress, "normalize": cfg.normalize, "mask_time": cfg.mask_time,
+                  "mask_channels": cfg.mask_channels}
     if cfg.compress == "ctc":
         overrides |= {"ctc_labels": len(ctc_tokens), "ctc_weight": cfg.ctc_weight}
     mcfg = preset(cfg.preset, input_dim, emb.dim, **overrides)
@@ -172,6 +176,8 @@ def _started_with(saved: Path, mapper_json: dict) -> dict:
     """The mapper config a run in --out was started with; one saved before the pad token was
     recorded is read with today's record of it (the pad id, recorded then, still decides)."""
     started = json.loads(saved.read_text())
+    for name in ("normalize", "mask_time", "mask_channels"):  # options newer than the run: it had them off
+        started.setdefault(name, getattr(MapperConfig, name))
     extra = started.get("extra", {})
     if "pad_rule" not in extra:
         started["extra"] = {**extra, **{k: mapper_json["extra"][k] for k in ("pad_token", "pad_rule")}}

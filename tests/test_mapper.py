@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from smap.mapper import MapperConfig, SpeechMapper, length_mask, preset, segment_means
+from smap.mapper import MASK_SPAN, MapperConfig, SpeechMapper, length_mask, mask_features, preset, segment_means, utterance_norm
 
 
 def test_paper_preset_has_the_papers_size():
@@ -72,6 +72,45 @@ def test_wrong_input_dim_and_bad_config_are_refused(tmp_path):
         preset("huge", 1, 1)
     with pytest.raises(FileNotFoundError, match="config.json"):
         SpeechMapper.from_pretrained(tmp_path)
+
+
+def test_normalised_mapper_ignores_a_voices_constant_offset_and_scale_and_the_padding():
+    torch.manual_seed(0)
+    model = SpeechMapper(preset("tiny", 16, 24, normalize=True)).eval()
+    x = torch.randn(1, 40, 16)
+    shifted = x * (0.5 + torch.rand(16)) + 3 * torch.randn(16)  # another voice: per-channel gain and offset
+    out, _, _ = model(x, torch.tensor([40]))
+    torch.testing.assert_close(model(shifted, torch.tensor([40]))[0], out, atol=1e-4, rtol=1e-4)
+    padded = torch.cat([x[:, :23], torch.randn(1, 17, 16) * 100], dim=1)
+    alone = model(x[:, :23], torch.tensor([23]))[0]
+    torch.testing.assert_close(model(padded, torch.tensor([23]))[0][:, :5], alone, atol=1e-5, rtol=1e-5)
+    y = utterance_norm(padded, torch.tensor([23]))
+    assert y[0, 23:].abs().max() == 0 and y[0, :23].mean(0).abs().max() < 1e-5
+    without = SpeechMapper(preset("tiny", 16, 24)).eval()
+    without.load_state_dict(model.state_dict())
+    assert not torch.allclose(without(shifted, torch.tensor([40]))[0], without(x, torch.tensor([40]))[0], atol=1e-2)
+
+
+def test_feature_masks_cover_their_share_of_real_frames_and_only_in_training():
+    torch.manual_seed(0)
+    lengths = torch.tensor([4000, 2000])
+    masked = mask_features(torch.ones(2, 4000, 32), lengths, time=0.2, channels=0.0)
+    frames_zero = (masked == 0).all(-1)
+    assert 0.17 < frames_zero[0].float().mean() < 0.23 and 0.17 < frames_zero[1, :2000].float().mean() < 0.23
+    assert not frames_zero[1, 2000 + MASK_SPAN:].any()  # no span starts in the padding
+    runs = torch.diff(frames_zero[0].int(), prepend=torch.zeros(1, dtype=torch.int)).eq(1).sum()
+    assert frames_zero[0].sum() >= MASK_SPAN * runs * 0.5  # spans, not scattered frames
+    masked = mask_features(torch.ones(400, 5, 32), torch.full((400,), 5), time=0.0, channels=0.25)
+    channel_zero = (masked == 0).all(1)  # (batch, dim): a channel masked in every frame of its utterance
+    assert torch.equal(channel_zero, (masked == 0).any(1)) and 0.22 < channel_zero.float().mean() < 0.28
+    model = SpeechMapper(preset("tiny", 16, 24, mask_time=0.3, mask_channels=0.3))
+    plain = SpeechMapper(preset("tiny", 16, 24)).eval()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 40, 16)
+    assert torch.equal(model.eval()(x, torch.tensor([40, 30]))[0], plain(x, torch.tensor([40, 30]))[0])
+    assert not torch.equal(model.train()(x, torch.tensor([40, 30]))[0], plain.train()(x, torch.tensor([40, 30]))[0])
+    with pytest.raises(ValueError, match="mask_time must be in"):
+        preset("tiny", 16, 24, mask_time=1.0)
 
 
 def test_length_mask():

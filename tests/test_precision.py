@@ -34,6 +34,15 @@ def test_auto_on_a_cpu_picks_bf16_only_with_native_support(monkeypatch, caps, ex
     assert why in chosen.reason and chosen.record()["reason"] == chosen.reason
 
 
+def test_kernels_held_below_the_cpu_are_said(monkeypatch):
+    # ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU: the run is recorded as an AVX2 one would be.
+    _cpu(monkeypatch, avx512_f=True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert resolve("auto", "cpu").reason == "auto: CPU AVX512 without bf16 arithmetic, torch kernels AVX2"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert resolve("auto", "cpu").reason == "auto: CPU AVX512 without bf16 arithmetic"
+
+
 def test_auto_on_an_arm_cpu_reads_the_bf16_feature(monkeypatch):
     _cpu(monkeypatch, machine="aarch64")
     monkeypatch.setattr(precision, "_arm_cpu_flags", lambda: {"fp", "asimd", "bf16"})
