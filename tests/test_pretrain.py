@@ -129,6 +129,23 @@ def test_ctc_compression_learns_its_head_with_the_mapper_and_reloads(tmp_path, s
     assert report["config"]["compress"] == "ctc" and "wer" in report
 
 
+def test_feature_options_are_kept_in_the_mapper_and_a_resume_refuses_other_ones(tmp_path, stores, tiny_llama):
+    extra = ["--normalize", "--mask-time", "0.1", "--mask-channels", "0.05", "--dropout", "0.2"]
+    result = runner.invoke(app, _args(*stores, tiny_llama, tmp_path / "run", steps=10, extra=extra))
+    assert result.exit_code == 0, result.output
+    cfg = SpeechMapper.from_pretrained(tmp_path / "run").config
+    assert (cfg.normalize, cfg.mask_time, cfg.mask_channels, cfg.dropout) == (True, 0.1, 0.05, 0.2)
+    again = runner.invoke(app, _args(*stores, tiny_llama, tmp_path / "run", steps=12, extra=["--resume"]))
+    assert again.exit_code == 2 and "started with another mapper" in again.output
+    # A run saved before these options existed had them off, and resumes without them.
+    runner.invoke(app, _args(*stores, tiny_llama, tmp_path / "old", steps=10))
+    saved = tmp_path / "old" / "mapper_config.json"
+    saved.write_text(json.dumps({k: v for k, v in json.loads(saved.read_text()).items()
+                                 if k not in ("normalize", "mask_time", "mask_channels")}))
+    resumed = runner.invoke(app, _args(*stores, tiny_llama, tmp_path / "old", steps=12, extra=["--resume"]))
+    assert resumed.exit_code == 0, resumed.output
+
+
 def test_time_budget_stops_with_a_checkpoint_and_the_schedule_spent(tmp_path, stores, tiny_llama):
     train, valid = stores
     out = tmp_path / "run"
