@@ -104,8 +104,10 @@ def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: list[torch.Te
     rows = [b for b, t in enumerate(targets) if len(t)]
     if not rows:
         return logits.sum() * 0.0
-    log_probs = F.log_softmax(logits[rows].float(), -1).transpose(0, 1)  # (frames, rows, labels)
-    return F.ctc_loss(log_probs, torch.cat([targets[b] for b in rows]).to(logits.device), lengths[rows],
+    if len(rows) < len(targets):  # copy the rows with a target (a scatter backwards) only when some have none
+        logits, lengths = logits[rows], lengths[rows]
+    log_probs = F.log_softmax(logits.float(), -1).transpose(0, 1)  # (frames, rows, labels)
+    return F.ctc_loss(log_probs, torch.cat([targets[b] for b in rows]).to(logits.device), lengths,
                       torch.tensor([len(targets[b]) for b in rows], device=logits.device), zero_infinity=True)
 
 
@@ -130,17 +132,19 @@ def ctc_align(logits: torch.Tensor, lengths: torch.Tensor, targets: list[torch.T
     skip = (ext > 0) & (ext != F.pad(ext[:, :-2], (2, 0), value=-1))
     log_probs = F.log_softmax(logits.float(), -1)
     neg = torch.tensor(float("-inf"), device=logits.device)
-    score = torch.full((batch, states), float("-inf"), device=logits.device)
-    score[:, :2] = log_probs[:, 0].gather(1, ext[:, :2])
-    score = torch.where(real, score, neg)
+    # What the loop reads, made once rather than once a frame: each state's log-probability at every
+    # frame (-inf at the states a row does not have), and which rows are still within their frames.
+    emit = torch.where(real[:, None], log_probs.gather(2, ext[:, None].expand(-1, frames, -1)), neg)
+    live = (torch.arange(frames, device=logits.device)[:, None] < lengths[None])[..., None]  # (frames, batch, 1)
+    score = emit[:, 0].clone()
+    score[:, 2:] = float("-inf")  # a path starts at the first blank or the first label
     back = torch.zeros(frames, batch, states, dtype=torch.uint8, device=logits.device)  # 0, 1 or 2 states back
     for t in range(1, frames):
         moves = torch.stack([score, F.pad(score[:, :-1], (1, 0), value=float("-inf")),
                              torch.where(skip, F.pad(score[:, :-2], (2, 0), value=float("-inf")), neg)])
         best, move = moves.max(0)
-        step = torch.where(real, best + log_probs[:, t].gather(1, ext), neg)
-        live = (t < lengths)[:, None]  # past its end a row stands still
-        score, back[t] = torch.where(live, step, score), torch.where(live, move, 0)
+        # past its end a row stands still
+        score, back[t] = torch.where(live[t], best + emit[:, t], score), torch.where(live[t], move, 0)
     last = (2 * n).clamp_max(states - 1)
     ends = torch.stack([score.gather(1, last[:, None])[:, 0], score.gather(1, (last - 1).clamp_min(0)[:, None])[:, 0]])
     s = last - ends.argmax(0)
