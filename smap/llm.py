@@ -90,27 +90,32 @@ def hub_id(spec: str, error: type[Exception] = LLMSpecError, prefix_means_hub: b
     return HubId(repo, revision or None)
 
 
-def hub_snapshot(hub: HubId, complete: Callable[[Path], bool], error: type[Exception] = LLMSpecError) -> Path:
+def hub_snapshot(hub: HubId, complete: Callable[[Path], bool], error: type[Exception] = LLMSpecError,
+                 patterns: tuple[list[str], ...] = (HUB_FILES,)) -> Path:
     """The local folder of a hub repository at `hub.revision`: the Hugging Face cache's copy when
     `complete(folder)` says it holds what is needed (no network then), else fetched once with
-    `snapshot_download`. The cache keeps a snapshot in ``snapshots/COMMIT`` (`snapshot_commit`)."""
+    `snapshot_download`. `patterns`: the files to fetch, in order of preference (an encoder's
+    safetensors weights, else its .bin ones); the first set that makes the folder complete wins.
+    The cache keeps a snapshot in ``snapshots/COMMIT`` (`snapshot_commit`)."""
     from huggingface_hub import snapshot_download
 
-    try:
-        folder = Path(snapshot_download(hub.repo, revision=hub.revision, allow_patterns=HUB_FILES, local_files_only=True))
+    for files in patterns:
+        try:
+            folder = Path(snapshot_download(hub.repo, revision=hub.revision, allow_patterns=files, local_files_only=True))
+            if complete(folder):
+                return folder
+        except Exception:  # not in the cache (or only the few files that Stage 1 reads): fetch it
+            pass
+    for files in patterns:
+        try:
+            folder = Path(snapshot_download(hub.repo, revision=hub.revision, allow_patterns=files))
+        except Exception as e:  # offline, gated, or no such repository or revision: all end the same way for the user
+            at = f"@{hub.revision}" if hub.revision else ""
+            raise error(f"{hub.repo}{at}: could not fetch it from the Hugging Face hub ({type(e).__name__}); "
+                        f"fetch it where the hub is reachable (hf download {hub.repo}) or give a local folder") from None
         if complete(folder):
             return folder
-    except Exception:  # not in the cache (or only the few files that Stage 1 reads): fetch it
-        pass
-    try:
-        folder = Path(snapshot_download(hub.repo, revision=hub.revision, allow_patterns=HUB_FILES))
-    except Exception as e:  # offline, gated, or no such repository or revision: all end the same way for the user
-        at = f"@{hub.revision}" if hub.revision else ""
-        raise error(f"{hub.repo}{at}: could not fetch it from the Hugging Face hub ({type(e).__name__}); "
-                    f"fetch it where the hub is reachable (hf download {hub.repo}) or give a local folder") from None
-    if not complete(folder):
-        raise error(f"{hub.repo}: the hub repository lacks files that are needed (safetensors weights?)")
-    return folder
+    raise error(f"{hub.repo}: the hub repository lacks files that are needed (safetensors weights?)")
 
 
 def snapshot_commit(folder: Path, asked: str | None = None) -> str | None:

@@ -262,3 +262,18 @@ def test_a_hub_encoder_is_fetched_at_the_revision_given_and_a_mistyped_path_is_n
     with pytest.raises(EncoderError, match="no such folder"):
         model_folder("data/encoder")
     assert calls == [("someone/encoder", "abc123")]
+
+    def only_bin(repo_id, revision=None, allow_patterns=(), local_files_only=False):
+        # a repository that offers .bin weights alone, not yet in the cache
+        if local_files_only:
+            raise FileNotFoundError(repo_id)
+        folder = tmp_path / "bin-snap"
+        folder.mkdir(exist_ok=True)
+        if "*.bin" in allow_patterns:
+            (folder / "pytorch_model.bin").touch()
+        calls.append(allow_patterns)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", only_bin)
+    assert model_folder("someone/old-encoder") == tmp_path / "bin-snap"
+    assert ["*.safetensors" in p for p in calls[1:]] == [True, False]  # safetensors asked for first

@@ -35,29 +35,23 @@ def torch_dtype(dtype) -> torch.dtype:
         raise EncoderError(f"dtype={dtype!r}: expected float32, float16 or bfloat16") from None
 
 
+# An encoder checkpoint's files: its weights as safetensors where the repository offers them, else as .bin.
+ENCODER_FILES = (["*.json", "*.safetensors", "*.txt", "*.model"], ["*.json", "*.bin", "*.txt", "*.model"])
+
+
 def model_folder(target: str) -> Path:
     """A local checkpoint folder, or the hub snapshot of an id ``org/name[@revision]`` (weights as
     safetensors when offered); a mistyped path is an error, never a download (`smap.llm.hub_id`)."""
     path = Path(target).expanduser()
     if path.is_dir():
         return path
-    from huggingface_hub import snapshot_download
-
-    from smap.llm import hub_id
+    from smap.llm import hub_id, hub_snapshot
 
     hub = hub_id(target, EncoderError, prefix_means_hub=False)
     if hub is None:
         raise EncoderError(f"{target}: no such folder, and not a hub id (org/name[@revision])")
-    try:
-        folder = Path(snapshot_download(hub.repo, revision=hub.revision,
-                                        allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
-        if not any(folder.glob("*.safetensors")):
-            folder = Path(snapshot_download(hub.repo, revision=hub.revision,
-                                            allow_patterns=["*.json", "*.bin", "*.txt", "*.model"]))
-    except Exception as e:  # offline, gated or unknown: the user's remedy is the same
-        raise EncoderError(f"{target}: not a local folder, and the hub did not provide it ({type(e).__name__}); "
-                           f"download it where the hub is reachable (hf download {target}) and pass the folder") from None
-    return folder
+    return hub_snapshot(hub, lambda folder: any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")),
+                        EncoderError, ENCODER_FILES)
 
 
 def load_submodule(module: nn.Module, folder: Path, prefixes: tuple[str, ...], name: str) -> None:
