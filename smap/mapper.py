@@ -21,6 +21,10 @@ left-packed place. Its length depends on the speech, not only on the frame count
 `forward(..., align=True)` cuts instead by the forced alignment of the transcript
 (`smap.losses.ctc_align`): one run per token, so that vector k is trained towards token k.
 
+`normalize` (each utterance's features to zero mean and unit variance per channel, at inference too)
+and SpecAugment-style masks on the features while the mapper trains (`mask_time`, `mask_channels`) are
+ours as well, off by default: on the embedded default neither helped it read an unseen synthesiser.
+
 Padding follows the downsampling exactly: a sequence of length L leaves the pooling with
 L // pool frames (a last partial window is dropped), block 1 with half that and block 2 with a
 quarter (with compress="ctc": as many as block 1's label runs), and its outputs are the same
