@@ -20,9 +20,10 @@ SmolLM2's 576-d embeddings: MSE + 0.02 token CE over 5,895 types + 0.05 CTC, no 
 batch is up to 2,000 frames through the same mapper, then the frozen SmolLM2-135M reads the vectors
 as token mixtures in the short prompt: CE on the transcript + 0.5 x the Stage-1 MSE.
 
-with --mixed-precision PRECISION, --steps N (default 20 for pretrain, 8 for attach), and checkpoints
-and validation pushed past the last step (attach also skips its validation at the start), so that
-no step waits on either. --capabilities picks the CPU kernels, set in the child's environment:
+with --mixed-precision PRECISION, --steps N (default 20 for pretrain, 8 for attach), --log-every 1,
+and checkpoints and validation pushed past the last step (attach also skips its validation at the
+start), so that no step waits on either. --capabilities picks the CPU kernels, set in the child's
+environment:
 
   default    nothing set: what torch, MKL and oneDNN pick on this CPU
   avx2       ATEN_CPU_CAPABILITY=avx2: torch's own kernels (elementwise, softmax, norms) in AVX2; its
@@ -33,14 +34,13 @@ no step waits on either. --capabilities picks the CPU kernels, set in the child'
              bf16 17x as long as with `avx2`, bf16 44x fp32, where `avx2` leaves bf16 at 4x fp32)
   any other  set as ATEN_CPU_CAPABILITY (e.g. avx512, or default)
 
-The commands log every 10 steps and have no option to log more often, so the child runs the `smap`
-command line itself (smap.cli.app, the same code as `smap`) with two changes to the training loop's
-bookkeeping only: log_every 1, and each log.jsonl row given the unrounded clock ("clock"; "seconds"
-is rounded to 0.1 s). Step k's time is clock(k) - clock(k-1); the first 2 steps are dropped
-(warm-up, and step 1 has no row before it), and the table gives the median of the rest (and their
-mean). Each row also records what the child saw: torch's CPU capability
-(torch.backends.cpu.get_cpu_capability()), smap.precision's reading of the CPU (bf16 native or
-not) and the precision the command chose, torch's thread count, and the CPU model.
+With --log-every 1 the command writes a log.jsonl row after every step, holding the run's seconds so
+far to the millisecond: step k's time is seconds(k) - seconds(k-1). The first 2 steps are dropped
+(warm-up, and step 1's row also counts the run's setup), and the table gives the median of the rest
+(and their mean). Each row also records what a probe process in the same environment sees: torch's
+CPU capability (torch.backends.cpu.get_cpu_capability()), smap.precision's reading of the CPU (bf16
+native or not) and torch's thread count; the precision the command chose (its report), and the CPU
+model.
 
 Load from other processes lengthens every step: compare rows of one run, and rerun when the
 machine is shared. Prints a Markdown table; --json writes every figure.
@@ -70,27 +70,15 @@ NEVER = "1000000"  # --save-every / --eval-every past any run here
 ISA_VARS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 FULL = {"avx2-full": dict(zip(ISA_VARS, ("avx2", "AVX2", "AVX2")))}
 
-# Run in the child: the `smap` command line, with every step logged with its exact clock, and what
-# torch and smap.precision make of this CPU written to $SMAP_STEP_COST_INFO.
-CHILD = """
-import json, os, sys, time
-import torch
-import smap.training as t
+# The `smap` command line, in this interpreter (the console script runs smap.cli's app, as this does).
+SMAP = [sys.executable, "-m", "smap.cli"]
+# Run beside each command, in its environment: what torch and smap.precision make of this CPU.
+PROBE = """
+import json, torch
 from smap.precision import cpu_bf16
-
-fit, write = t.fit, t.JsonlLog.write
-def logged_fit(acc, cfg, *args, **kwargs):
-    cfg.log_every = 1
-    return fit(acc, cfg, *args, **kwargs)
-t.fit = logged_fit  # before smap.pretrain / smap.attach import it
-t.JsonlLog.write = lambda self, row: write(self, {**row, "clock": time.monotonic()})
 native, what = cpu_bf16()
-with open(os.environ["SMAP_STEP_COST_INFO"], "w") as f:
-    json.dump({"cpu_capability": torch.backends.cpu.get_cpu_capability(), "smap_precision_cpu": what,
-               "native_bf16": native, "threads": torch.get_num_threads(), "torch": torch.__version__}, f)
-from smap.cli import app
-sys.argv[0] = "smap"
-app()
+print(json.dumps({"cpu_capability": torch.backends.cpu.get_cpu_capability(), "smap_precision_cpu": what,
+                  "native_bf16": native, "threads": torch.get_num_threads(), "torch": torch.__version__}))
 """
 
 
@@ -105,36 +93,43 @@ def command(stage: str, precision: str, steps: int, out: Path, args: argparse.Na
     """The stage's quickstart command (recipes/quickstart.sh), made to time `steps` steps."""
     cmd = [stage, "--config", str(args.configs / CONFIGS[stage]), "--train", args.train, "--valid", args.valid,
            "--out", str(out), "--steps", str(steps), "--mixed-precision", precision,
-           "--save-every", NEVER, "--eval-every", NEVER]
+           "--save-every", NEVER, "--eval-every", NEVER, "--log-every", "1"]
     if stage == "attach":
         # The validation after the last step is not timed; kept small, as it only costs waiting.
         cmd += ["--mapper", args.mapper, "--no-eval-at-start", "--max-valid", "8", "--valid-decode", "0", "--show", "0"]
     return cmd
 
 
+def step_times(rows: list[dict], steps: int) -> list[float]:
+    """Seconds of steps WARMUP+1..steps: differences of the training rows' `seconds` (validation rows
+    have no loss)."""
+    seconds = {r["step"]: r["seconds"] for r in rows if "loss" in r}
+    return [seconds[k] - seconds[k - 1] for k in range(WARMUP + 1, steps + 1)]
+
+
 def run(stage: str, capability: str, precision: str, steps: int, args: argparse.Namespace) -> dict:
     isa = FULL.get(capability, {} if capability == "default" else {"ATEN_CPU_CAPABILITY": capability})
     env = {k: v for k, v in os.environ.items() if k not in ISA_VARS} | isa
+    probe = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=REPO, capture_output=True, text=True)
+    if probe.returncode:
+        sys.exit(f"probe ({capability}) failed:\n{probe.stderr[-3000:]}")
     with tempfile.TemporaryDirectory(prefix="step_cost.") as tmp:
-        out, info = Path(tmp) / "run", Path(tmp) / "child.json"
-        env["SMAP_STEP_COST_INFO"] = str(info)
-        cmd = [sys.executable, "-c", CHILD, *command(stage, precision, steps, out, args)]
+        out = Path(tmp) / "run"
         t0 = time.monotonic()
-        done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+        done = subprocess.run([*SMAP, *command(stage, precision, steps, out, args)], env=env, cwd=REPO,
+                              capture_output=True, text=True)
         wall = time.monotonic() - t0
         if done.returncode:
             sys.exit(f"{stage} ({capability}, {precision}) failed:\n{done.stderr[-3000:]}")
         rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-        child = json.loads(info.read_text())
         chosen = json.loads((out / f"{stage}_report.json").read_text())["precision"]  # what the command ran in
-    clock = {r["step"]: r["clock"] for r in rows if "loss" in r}  # training rows; validation rows have no loss
-    times = [clock[k] - clock[k - 1] for k in range(WARMUP + 1, steps + 1)]
+    times = step_times(rows, steps)
     return {"stage": stage, "capability": capability, "env": isa, "mixed_precision": precision,
             "s_per_step_median": round(statistics.median(times), 3) if times else None,
             "s_per_step_mean": round(statistics.fmean(times), 3) if times else None,
             "steps_timed": len(times), "step_s": [round(x, 3) for x in times],
             "precision_chosen": f"{chosen['dtype']} ({chosen['reason']})",
-            "process_wall_s": round(wall, 1), **child}
+            "process_wall_s": round(wall, 1), **json.loads(probe.stdout.splitlines()[-1])}
 
 
 def main() -> None:

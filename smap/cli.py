@@ -48,6 +48,7 @@ LoadPrecision = Annotated[str, typer.Option("--mixed-precision", help=PRECISION_
 Seed = Annotated[int, typer.Option(help="Seed of initialisation, batching, dropout and drawn instruction phrasings.", rich_help_panel=LOOP)]
 SaveEvery = Annotated[int, typer.Option(min=1, help="Checkpoint every N steps (and at the end).", rich_help_panel=LOOP)]
 EvalEvery = Annotated[int, typer.Option(min=1, help="Validate every N steps (and at the end).", rich_help_panel=LOOP)]
+LogEvery = Annotated[int, typer.Option(min=1, help="Log the training loss and learning rate every N steps (and at the last): a row in OUT/log.jsonl with the run's seconds so far, to the millisecond, a TensorBoard point and the progress line's figures. 1 logs every step, so that the differences of the seconds time each step (benchmarks/step_cost.py). Training is the same whatever N, and a --resume may change it.", rich_help_panel=LOOP)]
 EvalAtStart = Annotated[bool, typer.Option(help="Also validate before the first step: the starting point of the learning curve.", rich_help_panel=LOOP)]
 Keep = Annotated[int, typer.Option(min=1, help="Checkpoints kept on disk.", rich_help_panel=LOOP)]
 Resume = Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out, exactly where it stopped (refused if the --train stores changed since).", rich_help_panel=LOOP)]
@@ -280,6 +281,7 @@ def pretrain(
     seed: Seed = 0,
     save_every: SaveEvery = 500,
     eval_every: EvalEvery = 500,
+    log_every: LogEvery = 10,
     eval_at_start: EvalAtStart = False,
     keep: Keep = 2,
     resume: Resume = False,
@@ -301,8 +303,8 @@ def pretrain(
         mask_channels=mask_channels, pool=pool, compress=compress, ctc_weight=ctc_weight, ctc_align=ctc_align,
         steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, max_frames=max_frames, grad_accum=grad_accum,
         clip=clip, alpha=alpha, ce_weight=ce_weight, max_cut_share=max_cut_share, mixed_precision=mixed_precision, seed=seed,
-        save_every=save_every, eval_every=eval_every, eval_at_start=eval_at_start, keep=keep, resume=resume,
-        overwrite=overwrite, time_budget=time_budget, workers=workers,
+        save_every=save_every, eval_every=eval_every, log_every=log_every, eval_at_start=eval_at_start, keep=keep,
+        resume=resume, overwrite=overwrite, time_budget=time_budget, workers=workers,
     )
     run(cfg)
 
@@ -334,6 +336,7 @@ def attach(
     seed: Seed = 0,
     save_every: SaveEvery = 250,
     eval_every: EvalEvery = 250,
+    log_every: LogEvery = 10,
     max_valid: Annotated[int, typer.Option(min=1, help="Validation utterances in the held-out CE.", rich_help_panel=LOOP)] = 64,
     valid_decode: Annotated[int, typer.Option(min=0, help="Validation utterances decoded greedily at each validation for the held-out WER (ASR ones; 0: CE only).", rich_help_panel=LOOP)] = 32,
     show: Annotated[int, typer.Option(min=0, help="Validation examples decoded and shown at each validation.", rich_help_panel=LOOP)] = 3,
@@ -357,7 +360,7 @@ def attach(
         asr_train=[str(p) for p in asr_train or []], asr_mix=asr_mix, mse_weight=mse_weight, alpha=alpha,
         system=system, layout=layout, token_mix=token_mix, out=str(out), steps=steps, lr=lr, warmup=warmup,
         weight_decay=weight_decay, max_frames=max_frames, grad_accum=grad_accum, clip=clip,
-        mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every,
+        mixed_precision=mixed_precision, seed=seed, save_every=save_every, eval_every=eval_every, log_every=log_every,
         max_valid=max_valid, valid_decode=valid_decode, show=show, keep=keep, resume=resume, overwrite=overwrite,
         time_budget=time_budget, eval_at_start=eval_at_start, workers=workers,
     )

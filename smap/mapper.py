@@ -279,18 +279,18 @@ class SpeechMapper(nn.Module):
         ids; empty: none), the CTC loss. frames' = frames // (4 * pool), or for compress="ctc"
         the number of runs of block 1's CTC labels: its greedy labels, or with `align` (and
         `tokens`) the forced alignment of the tokens, so that run k holds token k."""
-        if features.shape[-1] != self.config.input_dim:
-            raise ValueError(f"features have dim {features.shape[-1]}, the mapper expects {self.config.input_dim}")
         cfg = self.config
+        if features.shape[-1] != cfg.input_dim:
+            raise ValueError(f"features have dim {features.shape[-1]}, the mapper expects {cfg.input_dim}")
         if cfg.normalize:
             features = utterance_norm(features, lengths)
         if self.training and (cfg.mask_time or cfg.mask_channels):
             features = mask_features(features, lengths, cfg.mask_time, cfg.mask_channels)
-        if self.config.pool > 1:
-            features, lengths = pool_frames(features, lengths, self.config.pool)
+        if cfg.pool > 1:
+            features, lengths = pool_frames(features, lengths, cfg.pool)
         x, lengths = self.block1(features, lengths)
         loss = None
-        if self.config.compress == "ctc":
+        if cfg.compress == "ctc":
             logits = self.ctc_head(x)
             labels = None
             if tokens is not None:  # one lookup for the batch, not one per row (the step is hot)

@@ -8,7 +8,8 @@ time budget, and checkpoints that `--resume` continues from exactly.
 
 Run folder:
     checkpoints/step-000500/   accelerator.save_state + trainer_state.json (renamed into place whole)
-    log.jsonl                  one line per logged step or evaluation, with wall-clock seconds
+    log.jsonl                  one line every `log_every` steps (and at the last) and per evaluation, with
+                               the run's seconds so far, to the millisecond (a resumed run counts on)
     tb/                        TensorBoard
 
 One run per folder: a run takes a lock on it (a second trainer stops at once) and refuses a folder
@@ -66,7 +67,7 @@ class LoopConfig:
     seed: int = 0
     save_every: int = 500
     eval_every: int = 500
-    log_every: int = 10
+    log_every: int = 10  # steps between log rows (log.jsonl, TensorBoard, the progress line's loss)
     keep: int = 2
     resume: bool = False
     overwrite: bool = False  # remove the run in `out` first
@@ -340,6 +341,10 @@ def fit(
         return {"epoch": epoch, "pos": pos, "bad_steps": bad_total, "elapsed": time.monotonic() - t0, "run": run_id,
                 "data": data}
 
+    def seconds() -> float:
+        """The run's time so far, to the millisecond: step times are differences of it (`--log-every 1`)."""
+        return round(time.monotonic() - t0, 3)
+
     def run_eval() -> dict:
         if evaluate is None:
             return {}
@@ -348,7 +353,7 @@ def fit(
             m = evaluate(acc.unwrap_model(model))
         model.train()
         acc.log({f"valid/{k}": v for k, v in m.items()}, step=step)
-        log.write({"step": step, "seconds": round(time.monotonic() - t0, 1), **{f"valid_{k}": v for k, v in m.items()}})
+        log.write({"step": step, "seconds": seconds(), **{f"valid_{k}": v for k, v in m.items()}})
         console.print(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in m.items()))
         return m
 
@@ -394,7 +399,7 @@ def fit(
                     avg = running / max(n_running, 1)
                     lr = scheduler.get_last_lr()[0]
                     acc.log({"train/loss": avg, "train/lr": lr, **{f"train/{k}": v for k, v in logs.items()}}, step=step)
-                    log.write({"step": step, "seconds": round(time.monotonic() - t0, 1), "loss": avg, "lr": lr, **logs})
+                    log.write({"step": step, "seconds": seconds(), "loss": avg, "lr": lr, **logs})
                     running, n_running = 0.0, 0
                     update(completed=step, info=f"loss {avg:.4f} lr {lr:.2e}")
                 else:
@@ -416,4 +421,4 @@ def fit(
     metrics = run_eval() or metrics
     acc.end_training()
     return {**metrics, **{f"initial_{k}": v for k, v in initial.items()},
-            "steps": step, "bad_steps": bad_total, "seconds": round(time.monotonic() - t0, 1)}
+            "steps": step, "bad_steps": bad_total, "seconds": seconds()}

@@ -203,9 +203,10 @@ def test_phrasings_limits_the_instructions_drawn_in_training(tmp_path, setup, ti
 def test_resume_continues_and_refuses_another_mapper(tmp_path, setup, tiny_llama):
     train, valid, mapper = setup
     attach(_cfg(tmp_path, train, valid, mapper, steps=2, save_every=2, show=0))
-    attach(_cfg(tmp_path, train, valid, mapper, steps=4, save_every=2, show=0, resume=True))
+    # the log interval is bookkeeping, not the run's identity: a resume may change it
+    attach(_cfg(tmp_path, train, valid, mapper, steps=5, save_every=2, show=0, resume=True, log_every=2))
     steps = [r["step"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "loss" in r]
-    assert steps == [1, 2, 3, 4]
+    assert steps == [1, 2, 4, 5]
     other = save_mapper(tmp_path / "other", tiny_llama)
     with pytest.raises(ValueError, match="started with another mapper"):
         attach(_cfg(tmp_path, train, valid, other, steps=4, resume=True))
@@ -216,7 +217,20 @@ def test_resume_continues_and_refuses_another_mapper(tmp_path, setup, tiny_llama
     config = json.loads(saved.read_text())
     del config["identity"]["token_mix"]
     saved.write_text(json.dumps(config))
-    attach(_cfg(tmp_path, train, valid, mapper, steps=5, save_every=2, show=0, resume=True))
+    attach(_cfg(tmp_path, train, valid, mapper, steps=6, save_every=2, show=0, resume=True))
+
+
+def test_log_every_on_the_command_line_sets_the_log_rows(tmp_path, setup):
+    train, _, mapper = setup
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["attach", "--mapper", str(mapper), "--train", str(train), "--out", str(out),
+                                 "--steps", "3", "--max-frames", "300", "--warmup", "1", "--save-every", "1000",
+                                 "--log-every", "2"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 3]  # every 2 steps and the last; the default, 10, logs step 3 alone
+    assert all(r["seconds"] == round(r["seconds"], 3) for r in rows)
+    assert json.loads((out / "attach_report.json").read_text())["config"]["log_every"] == 2
 
 
 def test_token_mix_trains_through_the_mixture_and_is_recorded(tmp_path, setup):

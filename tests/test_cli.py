@@ -34,11 +34,22 @@ def test_help_renders_with_a_config_option_and_panels(command):
 def test_the_training_loop_options_mean_the_same_in_pretrain_and_attach():
     pretrain, attach = options("pretrain"), options("attach")
     for name in ("--steps", "--lr", "--warmup", "--weight-decay", "--grad-accum", "--clip", "--mixed-precision", "--seed",
-                 "--save-every", "--eval-every", "--eval-at-start", "--keep", "--resume", "--time-budget", "--workers",
-                 "--max-frames"):
+                 "--save-every", "--eval-every", "--log-every", "--eval-at-start", "--keep", "--resume", "--time-budget",
+                 "--workers", "--max-frames"):
         assert pretrain[name].rich_help_panel == attach[name].rich_help_panel == "Training loop", name
         if name not in ("--steps", "--warmup"):  # each states the paper's value beside its own
             assert pretrain[name].help == attach[name].help, name
+
+
+@pytest.mark.parametrize("command", ["pretrain", "attach"])
+def test_log_every_is_in_the_help_with_its_default(command):
+    """The training loop's log interval is an option of both training commands, defaulting to the loop's own."""
+    from smap.training import LoopConfig
+
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "--log-every" in result.output and "log.jsonl" in result.output
+    assert options(command)["--log-every"].default == LoopConfig.log_every == 10
 
 
 def test_evaluate_takes_systems_and_system_is_a_system_message_everywhere(tmp_path):

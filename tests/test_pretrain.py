@@ -146,6 +146,29 @@ def test_feature_options_are_kept_in_the_mapper_and_a_resume_refuses_other_ones(
     assert resumed.exit_code == 0, resumed.output
 
 
+def test_log_every_sets_the_log_rows_to_the_millisecond_and_a_resume_may_change_it(tmp_path, stores, tiny_llama):
+    """--log-every N: a log.jsonl row every N steps and at the last, holding the run's seconds to the
+    millisecond, so that --log-every 1 times each step. It is bookkeeping, not the model: a run
+    resumed with another interval goes on, logging at the new one."""
+    out = tmp_path / "run"
+
+    def logged():
+        return [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines() if '"loss"' in l]
+
+    result = runner.invoke(app, _args(*stores, tiny_llama, out, steps=6, extra=["--log-every", "1"]))
+    assert result.exit_code == 0, result.output
+    rows = logged()
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # the default, 10, logs step 6 alone
+    seconds = [r["seconds"] for r in rows]
+    assert seconds == sorted(seconds) and all(s == round(s, 3) for s in seconds)
+    assert any(s != round(s, 1) for s in seconds)  # milliseconds, not tenths
+    resumed = runner.invoke(app, _args(*stores, tiny_llama, out, steps=11, extra=["--log-every", "4", "--resume"]))
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming from step 6" in resumed.output
+    assert [r["step"] for r in logged()] == [1, 2, 3, 4, 5, 6, 8, 11]
+    assert json.loads((out / "pretrain_report.json").read_text())["config"]["log_every"] == 4
+
+
 def test_time_budget_stops_with_a_checkpoint_and_the_schedule_spent(tmp_path, stores, tiny_llama):
     train, valid = stores
     out = tmp_path / "run"
