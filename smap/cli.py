@@ -452,6 +452,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, help="Text batches (transcript, cascade, judges): prompts per batch.", rich_help_panel=DECODING)] = 16,
     mixed_precision: LoadPrecision = "auto",
     rescore: Annotated[Optional[Path], typer.Option(help="Score again what the systems said in an earlier evaluation, from that --out folder (its results.json and outputs/), instead of running them: no model is loaded and nothing is decoded. The stores under --data-root give the references; --limit must be the earlier run's. For a fixed scorer, or a COMET model or --judge added later. --out may be the same folder.", show_default=False, rich_help_panel=SCORING)] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Decode every system again. Without it, a system whose outputs on a split are already under --out, made by the same system (its options, decoding and, for a speech model, its weights' sha256) from the same store, is not run again: a stopped evaluation resumes, and a model added to an earlier command is the only one decoded. Its time in the table is the earlier run's.")] = False,
     config: Config = None,
 ):
     """Score systems on the paper's suites: WER (ASR); COMET, BLEU, chrF and target-language adherence (ST); judged, exact-choice or exact-match accuracy (SQA).
@@ -489,7 +490,7 @@ def evaluate(
     scoring = run.make_scoring(splits, comet_model, judges) if state.is_main_process else None
     results = run.evaluate(splits, chosen, data_root, out, scoring, limit,
                            log=lambda line: console.print(printable(line), markup=False, highlight=False, soft_wrap=True),
-                           console=console)
+                           console=console, resume=not (fresh or rescore))
     if results is None:  # another process than the main one: its share is with the main one
         return
     _Console().print(report.rich_table(results))

@@ -277,3 +277,29 @@ def test_a_hub_encoder_is_fetched_at_the_revision_given_and_a_mistyped_path_is_n
     monkeypatch.setattr(huggingface_hub, "snapshot_download", only_bin)
     assert model_folder("someone/old-encoder") == tmp_path / "bin-snap"
     assert ["*.safetensors" in p for p in calls[1:]] == [True, False]  # safetensors asked for first
+
+
+@pytest.mark.parametrize("device, current, index", [("cuda", 1, 1), ("cuda:3", 1, 3), ("cpu", 1, 0)])
+def test_a_ct2_whisper_loads_on_this_processs_gpu(monkeypatch, device, current, index):
+    """Under `accelerate launch` each process's current GPU is its own: CTranslate2 must be told,
+    or every process's Whisper lands on GPU 0."""
+    import ctranslate2
+
+    from smap.encoders.whisper import CT2WhisperEncoder
+
+    got = {}
+
+    class FakeWhisper:
+        n_mels = 80
+
+        def __init__(self, path, **kwargs):
+            got.update(kwargs)
+
+        def encode(self, features, to_cpu):
+            return np.zeros((1, 50, 4), np.float32)
+
+    monkeypatch.setattr(ctranslate2.models, "Whisper", FakeWhisper)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    enc = CT2WhisperEncoder("/nowhere", "ct2:/nowhere", device=device)
+    assert (got["device"], got["device_index"]) == (device.partition(":")[0], index) and enc.dim == 4

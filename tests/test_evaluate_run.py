@@ -370,6 +370,44 @@ def test_rescore_refuses_a_folder_without_a_report_or_options_it_would_not_use(t
     assert not (tmp_path / "out").exists()
 
 
+def test_a_second_run_reuses_outputs_of_identical_systems_and_runs_only_what_changed(root):
+    """A stopped or extended evaluation resumes: a system whose outputs under --out were made by the
+    same system on the same store is not run again, and its time in the table is the first run's."""
+    first, second = Fake("first", lambda r: r["text"]), Fake("second", lambda r: r["text"].rsplit(" ", 1)[0])
+    one = run.evaluate(select("tts/test"), [first, second], root / "data", root / "out", log=quiet)
+    again_first, again_second = Fake("first", lambda r: "wrong"), Fake("second", lambda r: "wrong")
+    added = Fake("added", lambda r: r["text"])
+    lines = []
+    two = run.evaluate(select("tts/test"), [again_first, again_second, added], root / "data", root / "out",
+                       log=lines.append)
+    assert again_first.calls == again_second.calls == [] and added.calls == [("tts/test", None)]
+    scores = {e.system: (e.scores["wer"], e.seconds) for e in two.entries}
+    assert scores["first"] == (0.0, one.entries[0].seconds) and scores["second"] == (25.0, one.entries[1].seconds)
+    assert "reused tts/test x first: its outputs under " + str(root / "out") + " (--fresh decodes again)" in lines
+    assert two.meta["reused_outputs"] == ["tts/test x first", "tts/test x second"]
+    assert json.loads((root / "out" / "results.json").read_text())["reused_outputs"] == two.meta["reused_outputs"]
+
+
+@pytest.mark.parametrize("change", ["system", "limit", "store", "outputs", "record", "fresh"])
+def test_outputs_are_made_again_when_anything_that_made_them_differs(root, change):
+    run.evaluate(select("tts/test"), [Fake("sys", lambda r: r["text"])], root / "data", root / "out", log=quiet)
+    saved = root / "out" / "outputs" / "tts" / "test" / "sys.jsonl"
+    again = Fake("sys", lambda r: "new")
+    kwargs = {"limit": 2} if change == "limit" else {"resume": False} if change == "fresh" else {}
+    if change == "system":
+        again.describe = lambda: {"fake": "sys", "weights": "trained again"}
+    elif change == "store":  # prepared again: same ids, other transcripts
+        shutil.rmtree(root / "data" / "tts" / "test")
+        write_store(root / "data" / "tts" / "test", list(reversed(TEXTS)))
+    elif change == "outputs":  # edited by hand: its digest no longer matches
+        saved.write_text(saved.read_text().replace("the cat", "a cat"))
+    elif change == "record":  # damaged: made again, not a crash
+        saved.with_suffix(".json").write_text("{not json")
+    res = run.evaluate(select("tts/test"), [again], root / "data", root / "out", log=quiet, **kwargs)
+    assert again.calls and res.meta["reused_outputs"] == [] and not res.failed
+    assert all(json.loads(line)["output"] == "new" for line in saved.read_text().splitlines())
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, tiny_llama):
     """A model folder as `smap attach` writes it: a tiny mapper on the tiny Llama."""
@@ -442,6 +480,32 @@ def test_several_named_speech_models_are_rows_of_one_table(root, tiny_model, tin
     assert systems["stage1"]["token_mix"] == 100.0 and systems["attach"]["token_mix"] == 0.0
     # --mapper-system: Stage 1 prompted as the attached models were trained; the model folder keeps its own
     assert systems["stage1"]["system_prompt"] == "short" and systems["attach"]["system_prompt"] == "default"
+
+
+def test_evaluate_resumes_a_speech_model_by_its_weights_and_fresh_decodes_again(root, tiny_model, tmp_path):
+    """The report names each speech model's weights by digest; the same command again decodes
+    nothing, a folder trained again under the same path is decoded, and --fresh decodes all."""
+    from smap.evaluate.systems import weights_sha256
+    from smap.speech_llm import SpeechLLM
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    args = ["evaluate", "--suite", "tts/test", "--systems", "smap", "--model", str(model),
+            "--data-root", str(root / "data"), "--out", str(root / "again"), "--max-new-tokens", "2"]
+    first = runner.invoke(app, args, terminal_width=400)
+    assert first.exit_code == 0 and "reused" not in first.output, first.output
+    digest = json.loads((root / "again" / "results.json").read_text())["systems"]["smap"]["mapper_sha256"]
+    assert digest == weights_sha256(SpeechLLM.from_pretrained(model).mapper) and re.fullmatch("[0-9a-f]{64}", digest)
+    second = runner.invoke(app, args, terminal_width=400)
+    assert second.exit_code == 0 and "reused tts/test x smap" in second.output, second.output
+    assert "tts/test x smap: 4/4 utterances" not in second.output
+    assert runner.invoke(app, [*args, "--fresh"], terminal_width=400).output.count("tts/test x smap: 4/4 utterances") == 1
+    trained = SpeechLLM.from_pretrained(model)
+    with torch.no_grad():
+        next(trained.mapper.parameters()).add_(1.0)
+    trained.save_pretrained(model)
+    third = runner.invoke(app, args, terminal_width=400)
+    assert third.exit_code == 0 and "reused" not in third.output, third.output
 
 
 def test_nearest_reads_each_speech_vector_as_its_closest_token_with_no_llm(tmp_path, tiny_model):

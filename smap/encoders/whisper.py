@@ -95,6 +95,16 @@ def _flag(value) -> bool:
     raise EncoderError(f"window={value!r}: expected true or false")
 
 
+def ct2_device(device: str) -> tuple[str, int]:
+    """CTranslate2's (device, device_index) for a torch device: 'cuda:1' -> ('cuda', 1), and 'cuda'
+    -> this process's current GPU, which under `accelerate launch` is each process's own (CTranslate2
+    alone would put every process's model on GPU 0)."""
+    kind, _, index = device.partition(":")
+    if kind != "cuda":
+        return kind, 0
+    return kind, int(index) if index else torch.cuda.current_device()
+
+
 class CT2WhisperEncoder(Encoder):
     """The encoder half of a CTranslate2 Whisper model (`ctranslate2.models.Whisper.encode`)."""
 
@@ -107,11 +117,13 @@ class CT2WhisperEncoder(Encoder):
         device = resolve_device(device)
         self.window = _flag(window)
         self.name = spec_name(name, window=1 if self.window else None)
+        device, index = ct2_device(device)
         # One pool of intra-op threads over the cores we have: CTranslate2's default of 4 threads
         # plus torch's own pool would oversubscribe a 2-core machine.
         try:
             self.model = ctranslate2.models.Whisper(
-                str(path), device=device, compute_type=compute_type or ("int8" if device == "cpu" else "float16"),
+                str(path), device=device, device_index=index,
+                compute_type=compute_type or ("int8" if device == "cpu" else "float16"),
                 intra_threads=int(threads) if threads else (cpu_threads() if device == "cpu" else 0),
                 inter_threads=1)
         except (RuntimeError, ValueError) as e:

@@ -6,6 +6,7 @@ the screen. Every file is written to a temporary name and renamed: complete or a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from math import nan
 from pathlib import Path
@@ -221,14 +222,42 @@ def outputs_path(out: str | Path, split: Split, system: str) -> Path:
     return Path(out) / "outputs" / split.suite / split.name / f"{system}.jsonl"
 
 
-def write_outputs(out: Path, split: Split, system: str, records: list[dict], hyps: list[str]) -> Path:
-    """outputs/<suite>/<split>/<system>.jsonl: id, reference fields and the output, one line each."""
+def write_outputs(out: Path, split: Split, system: str, records: list[dict], hyps: list[str],
+                  made_by: dict | None = None, seconds: float | None = None) -> Path:
+    """outputs/<suite>/<split>/<system>.jsonl: id, reference fields and the output, one line each;
+    with `made_by` (what made them: `saved_outputs` compares it), also <system>.json, which holds
+    it, the `seconds` making them took and the outputs' sha256, written second so that it never
+    vouches for other outputs."""
     path = outputs_path(out, split, system)
     path.parent.mkdir(parents=True, exist_ok=True)
     keep = ("id",) + split.needs
-    atomic_write_text(path, "".join(json.dumps({**{k: r.get(k) for k in keep}, "output": h}, ensure_ascii=False) + "\n"
-                                    for r, h in zip(records, hyps)))
+    text = "".join(json.dumps({**{k: r.get(k) for k in keep}, "output": h}, ensure_ascii=False) + "\n"
+                   for r, h in zip(records, hyps))
+    atomic_write_text(path, text)
+    if made_by is not None:
+        atomic_write_text(path.with_suffix(".json"), json.dumps(
+            {"made_by": made_by, "seconds": seconds, "outputs_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
+            indent=1, ensure_ascii=False, default=str) + "\n")
     return path
+
+
+def saved_outputs(out: Path, split: Split, system: str, made_by: dict,
+                  ids: list[str]) -> tuple[list[str], float] | None:
+    """(outputs, seconds) that `write_outputs` wrote under `out` for `system` on `split`, if the same
+    `made_by` (compared as JSON) made them for these record `ids`, in order; else None. A stopped
+    evaluation resumes with them."""
+    path = outputs_path(out, split, system)
+    try:
+        text = path.read_text(encoding="utf-8")
+        saved = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        rows = read_outputs(path)
+    except (OSError, ValueError):  # absent, unreadable or damaged: made again
+        return None
+    same = (isinstance(saved, dict) and saved.get("made_by") == json.loads(json.dumps(made_by, default=str))
+            and saved.get("outputs_sha256") == hashlib.sha256(text.encode("utf-8")).hexdigest())
+    if not same or [r["id"] for r in rows] != ids:
+        return None
+    return [r["output"] for r in rows], float(saved.get("seconds") or 0.0)
 
 
 def read_outputs(path: Path) -> list[dict]:

@@ -4,7 +4,9 @@ A system is anything with a `name`, a `describe()` for the report and an `output
 advance)` that returns one string per record evaluated (see `System`); each split x system shows
 its progress on the console given (`smap.progress`). A split whose store is missing
 or unusable, or a system that fails on a split, becomes a one-line `Problem` and the loop goes
-on; `Results.failed` tells the caller to exit non-zero. Reports are written at the end.
+on; `Results.failed` tells the caller to exit non-zero. Reports are written at the end; each
+system's outputs on a split as soon as they are made, with what made them, so that a stopped
+evaluation resumes (`evaluate(resume=True)`).
 
 Every system generates on every split first; then the judges (`Scoring.judges`, loaders) are
 loaded one at a time, each judging every output that needs it and freed before the next, so that
@@ -351,10 +353,16 @@ def _package_versions() -> dict[str, str]:
 
 def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str | Path, out: str | Path,
              scoring: Scoring | None = None, limit: int | None = None,
-             log: Callable[[str], None] = print, console: Console | None = None) -> Results | None:
+             log: Callable[[str], None] = print, console: Console | None = None,
+             resume: bool = True) -> Results | None:
     """Run every system on every split (its first `limit` utterances if given), judge, score, write
     the reports under `out`, and return the results; progress on `console` if given. Under several
-    processes, each generates its share; the main process returns the results, the others None."""
+    processes, each generates its share; the main process returns the results, the others None.
+
+    With `resume`, a system whose outputs on a split are already under `out`, made by the same
+    system (its `describe()`, which for a speech model holds its weights' sha256) from the same
+    store, is not run again: a stopped evaluation goes on where it stopped, and a model added to
+    an earlier evaluation's command is the only one decoded."""
     from accelerate.utils import broadcast_object_list, gather_object
 
     from smap.evaluate.systems import SavedSystem, check_name
@@ -368,6 +376,7 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
     described = {s.name: s.describe() for s in systems}  # now: a system released for the judges has no model
     encoder = next((d["encoder"] for d in described.values() if d.get("encoder")), None)
     said: list[_Said] = []
+    reused: list[str] = []
     problems: list[Problem] = []
     data: dict[str, dict] = {}
     started = datetime.now(timezone.utc)
@@ -388,6 +397,18 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
         for system in systems:
             if split.task not in getattr(system, "tasks", (split.task,)):
                 continue
+            made_by = {"system": described[system.name], "store_sha256": data[split.key]["store_sha256"]} if main else None
+            saved = (report.saved_outputs(out, split, system.name, made_by, [r["id"] for r in records])
+                     if main and resume else None)
+            skip = saved is not None
+            if world > 1:  # every process skips it, or none
+                skip = broadcast_object_list([skip])[0]
+            if skip:
+                if main:
+                    log(f"reused {split.key} x {system.name}: its outputs under {out} (--fresh decodes again)")
+                    said.append(_Said(split, records, system.name, *saved))
+                    reused.append(f"{split.key} x {system.name}")
+                continue
             mine = _generate_here(system, split, store, limit, n, state, console if main else None)
             parts = gather_object([mine]) if world > 1 else [mine]
             if not main:
@@ -397,8 +418,9 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
                 fail(split, system.name, failure[2], failure[3])
                 continue
             hyps = [h for p in parts for h in p[0]]  # the shares in process order: the records' order
-            report.write_outputs(out, split, system.name, records, hyps)
-            said.append(_Said(split, records, system.name, hyps, max(p[1] for p in parts)))
+            seconds = max(p[1] for p in parts)
+            report.write_outputs(out, split, system.name, records, hyps, made_by, seconds)
+            said.append(_Said(split, records, system.name, hyps, seconds))
     if not main:
         return None
 
@@ -433,6 +455,7 @@ def evaluate(splits: Sequence[Split], systems: Sequence[System], data_root: str 
         "limit": limit,
         "processes": world,
         "systems": described,
+        "reused_outputs": reused,  # split x system whose outputs an earlier run under `out` made
         "data": data,
         "scoring": {
             "comet": scoring.comet_spec,

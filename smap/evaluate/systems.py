@@ -59,6 +59,19 @@ class Inference:
         return DTYPES[self.precision]
 
 
+def weights_sha256(module) -> str:
+    """sha256 of a module's parameters and buffers, by name, in any dtype or device."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _requests(split: Split, records: list[dict]):
     from smap.generate import request_for
     from smap.prompts import Request
@@ -74,7 +87,9 @@ class SpeechSystem:
     passes = 1  # each utterance worked on once (see `run.System`)
 
     def __init__(self, model, source: dict, inference: Inference, name: str = "smap"):
-        self.model, self.source, self.inference, self.name = model, source, inference, name
+        # the weights' digest: a folder trained again under the same name is another system
+        self.source = {**source, "mapper_sha256": weights_sha256(model.mapper)}
+        self.model, self.inference, self.name = model, inference, name
 
     def describe(self) -> dict:
         s = self.model.settings
