@@ -685,6 +685,20 @@ def test_a_judge_naming_the_tested_hub_llm_another_way_is_refused(tmp_path, monk
     assert systems.judges(["hf:Qwen/Qwen2.5-7B-Instruct"], tested=tested)  # another model: a loader, not loaded
 
 
+def test_a_judge_that_is_the_llm_of_a_hub_speech_model_is_refused(tiny_llama, tiny_model, monkeypatch, tmp_path):
+    """`--model org/name`: its LLM is read from the fetched snapshot's record, before any judge or model loads."""
+    import smap.speech_llm
+    from smap.evaluate import systems
+
+    monkeypatch.chdir(tmp_path)  # no local folder 'org/'
+    fetched = []
+    monkeypatch.setattr(smap.speech_llm, "hub_snapshot", lambda hub, *a: fetched.append(hub.repo) or tiny_model)
+    tested = systems.tested_llms(["smap", "transcript"], models=["org/speech-model"])
+    assert tested == {"smap": str(tiny_llama), "transcript": str(tiny_llama)} and fetched == ["org/speech-model"]
+    with pytest.raises(systems.SystemSpecError, match="the LLM of system 'smap'"):
+        systems.judges([str(tiny_llama)], tested=tested)
+
+
 def test_each_judges_score_and_their_mean_are_in_results_json(tmp_path):
     store_with(tmp_path / "librisqa" / "part1", [{"text": "t", "question": "q", "answer": "a"}] * 4)
     judges = {"yes-judge": lambda: lambda batch: ["yes"] * len(batch),

@@ -560,15 +560,16 @@ def _same_model(a: str, b: str) -> bool:
 def tested_llms(names: list[str], models: list[str] = (), mappers: list[str] = (),
                 llm: str | None = None) -> dict[str, str]:
     """System name -> the LLM spec it would run, for the systems `build` would make from these
-    options, read from the model and mapper folders' records without loading anything; a folder
-    that cannot be read is left out here (`build` names it)."""
+    options, read from the model and mapper folders' records without loading anything (a hub
+    model's snapshot is fetched, as `build` would next); a folder that cannot be read is left out
+    here (`build` names it)."""
     from smap.mapper import CONFIG_FILE, mapper_folder
-    from smap.speech_llm import read_settings
+    from smap.speech_llm import model_folder, read_settings
 
     speech: dict[str, str] = {}
     for name, kind, path in speech_specs(list(models), list(mappers)):
         try:
-            speech[name] = (read_settings(path).llm if kind == "model" else
+            speech[name] = (read_settings(model_folder(path)).llm if kind == "model" else
                             llm or json.loads((mapper_folder(path) / CONFIG_FILE).read_text(encoding="utf-8"))["extra"]["llm"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
