@@ -268,6 +268,8 @@ def _prepare(cfg: PrepareConfig, state, source, started: float, show) -> dict:
     out = Path(cfg.out)
     meta = {"source": source.name, "split": source.split, "sample_rate": encoder.sample_rate,
             "corpus": json.loads(json.dumps(source.info.get("corpus")))}  # as store.json will hold it
+    if encoder.revision:  # a hub encoder's weights move with its branch: a resume must not mix two
+        meta["encoder_revision"] = encoder.revision
     _check_same_source(out, meta)
     # The main process alone writes the index; the others' shards are adopted at the end.
     writer = StoreWriter(out, encoder=encoder.name, dim=encoder.dim, frame_rate=encoder.frame_rate, meta=meta,
@@ -331,12 +333,12 @@ def _gather_skips(out: Path, world: int) -> None:
 
 def _check_same_source(out: Path, meta: dict) -> None:
     """Refuse to add one source's utterances to a store of another: ids could clash silently
-    (tts-train-00000 of another seed is another sentence)."""
+    (tts-train-00000 of another seed is another sentence); nor features of another commit of a hub encoder."""
     if not (out / STORE_FILE).is_file():
         return
     old = StoreInfo.read(out).meta
-    for key in ("source", "split", "corpus"):
-        if key in old and old[key] != meta[key]:
+    for key in ("source", "split", "corpus", "encoder_revision"):
+        if key in old and old[key] != meta.get(key):
             raise StoreError(f"{out}: holds features of {old.get('source')} ({old.get('split')}) prepared with other "
                              f"settings ({key} differs); choose another --out, or delete it to start over")
 

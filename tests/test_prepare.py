@@ -161,6 +161,32 @@ def test_another_corpus_is_not_mixed_into_a_store(tmp_path, tiny_encoder):
     assert len(FeatureStore(out)) == 4
 
 
+def test_a_hub_encoders_commit_is_recorded_and_a_resume_on_another_is_refused(tmp_path, monkeypatch):
+    """A hub id's branch moves: the store names the snapshot's commit, and features of two commits
+    never share a store."""
+    import huggingface_hub
+
+    commits = iter(["a" * 40, "a" * 40, "b" * 40])
+
+    def snapshot_download(repo_id, revision=None, **kwargs):  # the cache's layout: snapshots/COMMIT
+        folder = tmp_path / "hub" / "models--org--enc" / "snapshots" / next(commits)
+        if not folder.is_dir():
+            save_tiny_ssl(folder)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.chdir(tmp_path)  # no local folder 'org/'
+    out = tmp_path / "s"
+    args = ["prepare", "--dataset", "tts", "--split", "test", "--tts-train", "10", "--tts-dev", "0", "--tts-test", "2",
+            "--encoder", "org/enc", "--out", str(out)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert FeatureStore(out).info.meta["encoder_revision"] == "a" * 40
+    assert CliRunner().invoke(app, args).exit_code == 0  # the same commit: a resume
+    moved = CliRunner().invoke(app, args)
+    assert moved.exit_code == 2 and "prepared with other settings (encoder_revision differs)" in moved.output, moved.output
+
+
 @pytest.mark.embedded
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     # A tts split encoded by the embedded Whisper in its 30 s window: slow enough to kill mid-run.

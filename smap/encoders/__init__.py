@@ -54,6 +54,7 @@ class Encoder(ABC):
     dim: int  # feature size
     sample_rate: int = 16000  # of the input waveforms
     frame_rate: float  # output frames per second of audio
+    revision: str | None = None  # the hub snapshot's commit the weights came from, if they did
 
     @abstractmethod
     def encode(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:

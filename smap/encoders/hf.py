@@ -225,6 +225,7 @@ def load_transformers_encoder(target: str, **opts) -> Encoder:
     from transformers import AutoConfig
 
     from smap.encoders.whisper import HFWhisperEncoder
+    from smap.llm import snapshot_commit
 
     folder = model_folder(target)
     try:
@@ -242,4 +243,6 @@ def load_transformers_encoder(target: str, **opts) -> Encoder:
         raise EncoderError(f"{target}: model type {config.model_type!r} is not a supported speech encoder "
                            f"(SeamlessM4T, Whisper, {', '.join(sorted(SSL_TYPES))})")
     check_options(name, opts, {"layer", "device", "dtype"})
-    return cls(folder, name, config, **opts)
+    encoder = cls(folder, name, config, **opts)
+    encoder.revision = snapshot_commit(folder)
+    return encoder
