@@ -15,7 +15,8 @@
 # recipes/configs/replicate/), one YAML per command; this script chains the commands and gives the paths.
 # Budgets are steps, so any machine trains the same run; only the time differs. Each command picks its
 # precision by what the CPU does well (bf16 only where native, else fp32) and prints it.
-# Re-running reuses what is built: stores resume, finished runs are skipped.
+# Re-running reuses what is built: stores resume, finished runs are skipped, and the evaluation decodes
+# only the systems it has no outputs of (a stopped one resumes; `smap evaluate --fresh` decodes all).
 #
 # The environment overrides a config's value (each passed as a flag, which wins over the config):
 #   TRAIN_SENTENCES  training sentences (prepare --tts-train; past ~9.8k, sentences with rarer words)
