@@ -33,3 +33,10 @@ def test_two_processes_share_the_records_and_give_the_table_of_one(tmp_path, tin
     assert (one["processes"], two["processes"]) == (1, 2)
     assert [(r["system"], r["n"], r["scores"]) for r in one["results"]] == \
         [(r["system"], r["n"], r["scores"]) for r in two["results"]]
+    # the same command again: every process skips what the first run saved, and the table is the same
+    again = _evaluate(2, tmp_path, tiny_model, tmp_path / "two")
+    assert "reused tts/test x smap" in again and "reused tts/test x transcript" in again
+    assert "tts/test x smap: 3/3 utterances" not in again and again.count("report: ") == 1
+    three = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert three["reused_outputs"] == ["tts/test x smap", "tts/test x transcript"]
+    assert [(r["system"], r["scores"]) for r in three["results"]] == [(r["system"], r["scores"]) for r in two["results"]]
