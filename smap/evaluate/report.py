@@ -236,9 +236,13 @@ def write_outputs(out: Path, split: Split, system: str, records: list[dict], hyp
     atomic_write_text(path, text)
     if made_by is not None:
         atomic_write_text(path.with_suffix(".json"), json.dumps(
-            {"made_by": made_by, "seconds": seconds, "outputs_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
+            {"made_by": made_by, "seconds": seconds, "outputs_sha256": _sha256(text)},
             indent=1, ensure_ascii=False, default=str) + "\n")
     return path
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def saved_outputs(out: Path, split: Split, system: str, made_by: dict,
@@ -250,20 +254,22 @@ def saved_outputs(out: Path, split: Split, system: str, made_by: dict,
     try:
         text = path.read_text(encoding="utf-8")
         saved = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        rows = read_outputs(path)
+        rows = read_outputs(path, text)
     except (OSError, ValueError):  # absent, unreadable or damaged: made again
         return None
     same = (isinstance(saved, dict) and saved.get("made_by") == json.loads(json.dumps(made_by, default=str))
-            and saved.get("outputs_sha256") == hashlib.sha256(text.encode("utf-8")).hexdigest())
+            and saved.get("outputs_sha256") == _sha256(text))
     if not same or [r["id"] for r in rows] != ids:
         return None
     return [r["output"] for r in rows], float(saved.get("seconds") or 0.0)
 
 
-def read_outputs(path: Path) -> list[dict]:
-    """The rows `write_outputs` wrote; a line that is not one names the file and line."""
+def read_outputs(path: Path, text: str | None = None) -> list[dict]:
+    """The rows `write_outputs` wrote (`text`: the file's, if already read); a line that is not one
+    names the file and line."""
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    text = path.read_text(encoding="utf-8") if text is None else text
+    for n, line in enumerate(text.splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
